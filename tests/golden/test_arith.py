@@ -78,7 +78,7 @@ def test_srdhm_random_and_corners(rng):
     b = np.concatenate([b, bb.ravel()])
     got = saturating_rounding_doubling_high_mul(a.astype(np.int32), b.astype(np.int32))
     assert got.dtype == np.int32
-    want = np.array([srdhm_ref(int(x), int(y)) for x, y in zip(a, b)], dtype=np.int64)
+    want = np.array([srdhm_ref(int(x), int(y)) for x, y in zip(a, b, strict=True)], dtype=np.int64)
     np.testing.assert_array_equal(got, want)
     assert saturating_rounding_doubling_high_mul(INT32_MIN, INT32_MIN) == INT32_MAX
 
@@ -93,7 +93,7 @@ def test_rdbpot_random_ties_and_corners(rng):
     x = np.concatenate([x, ties, CORNER_A * 32])
     n = np.concatenate([n, tn, np.repeat(np.arange(32), 8)])
     got = rounding_divide_by_pot(x, n)
-    want = np.array([rdbpot_ref(int(a), int(b)) for a, b in zip(x, n)])
+    want = np.array([rdbpot_ref(int(a), int(b)) for a, b in zip(x, n, strict=True)])
     np.testing.assert_array_equal(got, want)
     # a negative tie rounds away from zero: -2.5 -> -3, 2.5 -> 3
     assert rounding_divide_by_pot(-5, 1) == -3 and rounding_divide_by_pot(5, 1) == 3

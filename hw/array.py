@@ -1,0 +1,191 @@
+"""The R x C output-stationary systolic MAC array with its input skew and output drain.
+
+Datapath, for a tile whose ``last`` beat enters the PE grid in cycle ``T``::
+
+    i ─► stage ─► skew (row r: r cycles, column c: c cycles) ─► PE grid
+                                                                  │ PE (r, c) sees the last
+                                                                  │ step in cycle T + r + c
+    o ◄─ FIFO ◄─ row register ◄─ one-hot row select ◄─ result registers of row r,
+                                                        complete in cycle T + r + C
+
+The flags of a step travel with the operands, so the flags leaving the right edge of row
+``r`` (``a_out`` of PE (r, C-1)) mark the cycle in which that row's results are complete.
+Rows of one tile complete on consecutive cycles and are written one per cycle into an
+output FIFO, while the next tile already computes in the accumulators.
+
+Two rules keep this lossless without stalling the grid, which never stops:
+
+- a ``last`` beat enters the grid only once FIFO space is reserved for the tile's R rows
+  (a credit counter returns one credit per row read from ``o``);
+- two ``last`` beats enter at least ``max(R, C)`` cycles apart, so row r's results are
+  read before the next tile overwrites them (C) and one tile's rows are drained before the
+  next tile's (R).
+
+Both rules only ever hold back a ``last`` beat in the input stage; every other beat passes
+at once. With tiles of ``K >= max(R, C)`` beats and a reader that keeps ``o.ready`` high,
+neither rule bites and the array accepts one beat per cycle.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .config import MAX_DIM
+from .pe import PE, Operand
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """R x C int8 MAC array computing one ``R x C`` output tile per ``K``-beat input tile.
+
+    Beat ``k`` of a tile carries ``a[r] = X[m0 + r, k]`` and ``b[c] = W[k, n0 + c]``; the
+    beat with ``last`` set ends the tile. The array answers each tile with R beats, beat
+    ``r`` holding row ``r`` of the tile: ``o[c] = sum_k a_r[k] * b_c[k]`` (Z = 0 arithmetic,
+    wrapping modulo ``2 ** acc_width``). Tiles are answered in order.
+
+    Parameters
+    ----------
+    rows : int
+        R, activation lanes, 1..64.
+    cols : int
+        C, weight lanes, 1..64.
+    acc_width : int
+        Accumulator bits per PE, at least 16.
+
+    Members
+    -------
+    i : ``In(stream.Signature(StructLayout({"a": ArrayLayout(signed(8), rows),
+    "b": ArrayLayout(signed(8), cols), "last": 1})))``
+        One beat per step of a tile. Bubbles are allowed anywhere. ``i.ready`` only drops
+        in front of a ``last`` beat, while its rows could not be placed.
+    o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), cols)))``
+        R beats per tile, row 0 first. Backpressure never loses data.
+    """
+
+    def __init__(self, rows, cols, acc_width=32):
+        for name, value in (("rows", rows), ("cols", cols)):
+            if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
+        if not isinstance(acc_width, int) or acc_width < 16:
+            raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
+        self._rows = rows
+        self._cols = cols
+        self._acc_width = acc_width
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "a": data.ArrayLayout(signed(8), rows),
+                "b": data.ArrayLayout(signed(8), cols),
+                "last": 1,
+            }))),
+            "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), cols))),
+        })
+
+    @property
+    def rows(self):
+        return self._rows
+
+    @property
+    def cols(self):
+        return self._cols
+
+    @property
+    def acc_width(self):
+        return self._acc_width
+
+    @property
+    def min_tile_spacing(self):
+        """Fewest cycles between two ``last`` beats entering the grid: ``max(R, C)``."""
+        return max(self._rows, self._cols)
+
+    @property
+    def latency(self):
+        """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
+
+        Input stage 1, grid to the right edge of row 0 ``C``, row register 1, FIFO 2.
+        """
+        return self._cols + 4
+
+    @property
+    def fifo_depth(self):
+        """Rows the output FIFO holds: enough that credits never stall a full-rate stream.
+
+        When a ``last`` beat enters ``max(R, C) >= R`` cycles after the previous one, only
+        rows of earlier tiles whose credits return within the next ``latency - 1 + R -
+        max(R, C) <= C + 3`` cycles are still out; the new tile needs R more.
+        """
+        return self._rows + self._cols + 3
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+
+        # Input stage: holds a `last` beat back until it may enter the grid.
+        stage = Signal.like(self.i.payload)
+        stage_valid = Signal()
+        gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        may_end = (gap == self.min_tile_spacing) & (credits >= R)
+        advance = stage_valid & (~stage.last | may_end)
+        reserve = advance & stage.last
+        m.d.comb += self.i.ready.eq(~stage_valid | advance)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(1)]
+        with m.Elif(advance):
+            m.d.sync += stage_valid.eq(0)
+        with m.If(reserve):
+            m.d.sync += gap.eq(1)
+        with m.Elif(gap != self.min_tile_spacing):
+            m.d.sync += gap.eq(gap + 1)
+        popped = self.o.valid & self.o.ready
+        m.d.sync += credits.eq(credits - Mux(reserve, R, 0) + popped)
+
+        # Skew: row r's activation r cycles late, column c's weight c cycles late.
+        def skewed(lane, index, kind):
+            operand = Signal(Operand, name=f"{kind}{index}_skew0")
+            m.d.comb += [
+                operand.data.eq(lane),
+                operand.valid.eq(advance),
+                operand.last.eq(stage.last),
+            ]
+            for n in range(1, index + 1):
+                delayed = Signal(Operand, name=f"{kind}{index}_skew{n}")
+                m.d.sync += delayed.eq(operand)
+                operand = delayed
+            return operand
+
+        west = [skewed(stage.a[r], r, "a") for r in range(R)]
+        north = [skewed(stage.b[c], c, "b") for c in range(C)]
+
+        pes = [[PE(self._acc_width) for _ in range(C)] for _ in range(R)]
+        for r in range(R):
+            for c in range(C):
+                pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
+                m.d.comb += [
+                    pe.a.eq(west[r] if c == 0 else pes[r][c - 1].a_out),
+                    pe.b.eq(north[c] if r == 0 else pes[r - 1][c].b_out),
+                ]
+
+        # Drain: at most one row completes per cycle (tiles are >= R cycles apart), so
+        # the row select is one-hot and an AND-OR mux suffices.
+        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        row_valid = Signal()
+        complete = [pes[r][C - 1].a_out.valid & pes[r][C - 1].a_out.last for r in range(R)]
+        select = 0
+        for r in range(R):
+            results = Cat(pes[r][c].result for c in range(C))
+            select = select | (results & complete[r].replicate(len(results)))
+        m.d.sync += [row.eq(select), row_valid.eq(Cat(complete).any())]
+
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(row.as_value()),
+                                                    depth=self.fifo_depth)
+        m.d.comb += [
+            fifo.w_data.eq(row),
+            fifo.w_en.eq(row_valid),
+            self.o.payload.eq(fifo.r_data),
+            self.o.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.o.ready),
+        ]
+
+        return m

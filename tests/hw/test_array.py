@@ -1,0 +1,172 @@
+# amaranth: UnusedElaboratable=no
+"""SystolicArray on the Amaranth simulator: rtl(tiles) == golden.ops.gemm per tile."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from golden.ops import gemm
+from hw.array import SystolicArray
+
+from .streams import recv, send
+
+SHAPES = [(1, 1), (1, 4), (4, 1), (2, 3), (3, 5), (5, 3), (4, 4), (8, 8)]
+
+
+def tile_lengths(rows, cols):
+    """K = 1, 2, R-1, R, 3R+1 and max(R, C): short tiles, tiles at the spacing limit."""
+    ks = [1, 2, rows - 1, rows, 3 * rows + 1, max(rows, cols)]
+    return [k for k in ks if k >= 1]
+
+
+def random_tile(rng, rows, cols, k):
+    x = rng.integers(-128, 128, (rows, k)).astype(np.int8)
+    w = rng.integers(-127, 128, (k, cols)).astype(np.int8)
+    return x, w
+
+
+def beats_of(tiles):
+    for x, w in tiles:
+        k = x.shape[1]
+        for step in range(k):
+            yield {"a": x[:, step].tolist(), "b": w[step].tolist(), "last": int(step == k - 1)}
+
+
+def reference(x, w):
+    expected = gemm(x, w.T)
+    np.testing.assert_array_equal(expected, np.asarray(x, np.int64) @ w)
+    return expected
+
+
+def run(dut, tiles, *, seed=0, p_idle=0.0, p_stall=0.0, ready_after=0):
+    """Stream ``tiles`` through ``dut``; return (rows, input log, output log).
+
+    ``ready_after`` holds ``o.ready`` low for that many cycles first, to fill the FIFO.
+    """
+    rng = np.random.default_rng(seed)
+    beats = list(beats_of(tiles))
+    count = dut.rows * len(tiles)
+    sent, taken, rows = [], [], []
+
+    async def producer(ctx):
+        await send(ctx, dut.i, beats, rng=rng, p_idle=p_idle, log=sent)
+
+    async def consumer(ctx):
+        if ready_after:
+            await ctx.tick().repeat(ready_after)
+        got = await recv(ctx, dut.o, count, rng=rng, p_stall=p_stall, log=taken)
+        rows.extend([int(v) for v in row] for row in got)
+        # Nothing more may come out.
+        ctx.set(dut.o.ready, 1)
+        for _ in range(dut.latency + dut.rows + 2):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            assert not valid, "the array produced more rows than tiles asked for"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    taken = [t + ready_after for t in taken]
+    return np.array(rows, dtype=np.int64), sent, taken
+
+
+def check(dut, tiles, **kwargs):
+    rows, sent, taken = run(dut, tiles, **kwargs)
+    expected = np.concatenate([reference(x, w) for x, w in tiles])
+    np.testing.assert_array_equal(rows, expected)
+    return sent, taken
+
+
+@pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
+def test_random_tiles_with_bubbles_and_backpressure(rows, cols):
+    rng = np.random.default_rng(rows * 100 + cols)
+    ks = tile_lengths(rows, cols)
+    tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
+    check(SystolicArray(rows, cols), tiles, seed=1, p_idle=0.3, p_stall=0.4)
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4), (3, 5)])
+def test_random_tiles_full_rate(rows, cols):
+    rng = np.random.default_rng(7 + rows * cols)
+    ks = tile_lengths(rows, cols)
+    tiles = [random_tile(rng, rows, cols, k) for k in ks + list(rng.permutation(ks))]
+    check(SystolicArray(rows, cols), tiles)
+
+
+@pytest.mark.parametrize("a,b", [(-128, -127), (127, 127), (-128, 127), (127, -127)])
+def test_corners(a, b):
+    rows, cols, k = 4, 3, 200
+    x = np.full((rows, k), a, np.int8)
+    w = np.full((k, cols), b, np.int8)
+    check(SystolicArray(rows, cols), [(x, w), (x[:, :5], w[:5]), (x, w)], p_stall=0.3)
+
+
+def test_near_accumulator_limit():
+    # acc_width 24 wraps at +-2**23: K = 516 full-scale products land within 1% of it.
+    rows, cols, k = 2, 2, 2**23 // (128 * 127)
+    x = np.full((rows, k), -128, np.int8)
+    x[1] = 127
+    w = np.full((k, cols), -127, np.int8)
+    w[:, 1] = 127
+    rows_out, _, _ = run(SystolicArray(rows, cols, acc_width=24), [(x, w)])
+    expected = np.asarray(x, np.int64) @ w
+    assert np.abs(expected).max() > 0.99 * 2**23
+    np.testing.assert_array_equal(rows_out, expected)
+
+
+def test_no_loss_when_output_blocked():
+    # The reader sleeps while many short tiles arrive: the FIFO fills, i.ready must drop.
+    rows, cols = 3, 4
+    rng = np.random.default_rng(3)
+    tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
+    dut = SystolicArray(rows, cols)
+    sent, _ = check(dut, tiles, ready_after=300, p_stall=0.5)
+    assert sent[-1] >= 300, "input kept flowing although the output was blocked"
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
+def test_one_beat_per_cycle(rows, cols):
+    # With K >= max(R, C) and no bubbles or backpressure nothing ever stalls: T tiles of K
+    # beats take T * K cycles to enter and the last row leaves latency + R - 1 cycles later.
+    dut = SystolicArray(rows, cols)
+    rng = np.random.default_rng(rows + 10 * cols)
+    for k in (max(rows, cols), max(rows, cols) + 3):
+        n_tiles = 6
+        tiles = [random_tile(rng, rows, cols, k) for _ in range(n_tiles)]
+        sent, taken = check(dut, tiles)
+        assert sent == list(range(n_tiles * k))
+        assert taken[0] - sent[k - 1] == dut.latency
+        assert taken[-1] == n_tiles * k - 1 + dut.latency + rows - 1
+        assert taken == [sent[(t + 1) * k - 1] + dut.latency + r
+                         for t in range(n_tiles) for r in range(rows)]
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 4), (2, 5), (5, 2)])
+def test_short_tiles_spaced(rows, cols):
+    # Tiles shorter than max(R, C) are spaced to one tile per max(R, C) cycles (the second
+    # beat is taken at once into the input stage).
+    dut = SystolicArray(rows, cols)
+    rng = np.random.default_rng(5)
+    tiles = [random_tile(rng, rows, cols, 1) for _ in range(8)]
+    sent, _ = check(dut, tiles)
+    assert np.diff(sent).tolist()[1:] == [dut.min_tile_spacing] * (len(tiles) - 2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"rows": 0, "cols": 4}, r"^rows must be an integer in 1\.\.64, not 0$"),
+    ({"rows": 4, "cols": 65}, r"^cols must be an integer in 1\.\.64, not 65$"),
+    ({"rows": 4, "cols": "4"}, r"^cols must be an integer in 1\.\.64, not '4'$"),
+    ({"rows": 4, "cols": 4, "acc_width": 15}, r"^acc_width must be an integer of at least 16"),
+])
+def test_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SystolicArray(**kwargs)
+
+
+def test_interface():
+    dut = SystolicArray(3, 5, acc_width=20)
+    assert (dut.rows, dut.cols, dut.acc_width) == (3, 5, 20)
+    assert len(dut.i.payload.a) == 3 and len(dut.i.payload.b) == 5
+    assert len(dut.o.payload) == 5 and len(dut.o.payload[0]) == 20
+    assert dut.latency == 5 + 4

@@ -136,7 +136,7 @@ def _parse(data):
     try:
         return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is "malformed"
-        raise TFLiteError(f"malformed .tflite file ({type(e).__name__}: {e})") from None
+        raise TFLiteError(f"malformed or truncated .tflite file: {e}") from None
 
 
 def from_tflite_bytes(data):
@@ -156,8 +156,8 @@ def from_tflite_bytes(data):
         raise
     except ValueError as e:  # NetworkError and friends: keep the message, one error type
         raise TFLiteError(str(e)) from None
-    except (TypeError, AttributeError, IndexError, KeyError) as e:
-        raise TFLiteError(f"malformed .tflite file ({type(e).__name__}: {e})") from None
+    except (TypeError, AttributeError, IndexError, KeyError, OverflowError) as e:
+        raise TFLiteError(f"malformed .tflite file: {e}") from None
 
 
 def _network(model):

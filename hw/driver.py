@@ -1,0 +1,714 @@
+"""Host driver: lowers GEMMs and convolutions to the command stream of ISA v1 and back.
+
+The contract is ``docs/isa.md``; the numbers are in :mod:`hw.isa`. A layer becomes a
+:class:`Program`: the input words (``Program.words``), the number of response words to
+expect, and :meth:`Program.decode`, which turns the response words back into the int8
+result. A :class:`Driver` runs programs on any *transport*: a function that takes the input
+words (a ``numpy.uint32`` array) and returns every response word the accelerator produced
+(:class:`sim.model.IsaModel` is one, the cocotb testbench and a UART link are others)::
+
+    program = compile_gemm(config, x, w, bias, m0, shift, z_out, act_min, act_max)
+    y = program.decode(transport(program.words))          # int8 (M, N)
+
+Lowering. ``X[M, K]`` is cut into R-row tiles and ``W[K, N]`` into C-column tiles, both
+padded with zeros to whole tiles; padded outputs are never stored. Tiles are grouped into
+COMPUTE commands whose blocks fit the activation, weight, parameter and output banks; K is
+not split (a block of K words must fit one bank). Consecutive COMPUTEs alternate banks, so
+the loads of the next group and the STORE of the previous one overlap the running
+COMPUTE (the controller's interlocks order them); operands already resident in a bank are
+not loaded again.
+"""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from golden.arith import INT32_MAX, INT32_MIN, check_accumulator, quantize_multiplier
+
+from .config import AcceleratorConfig
+from .isa import ARGS, ID_WORDS, ISA_VERSION, MAGIC, STATUS_WORDS, Error, Op, header
+
+__all__ = [
+    "AcceleratorError", "DeviceId", "Status", "Step", "Plan", "Program", "Driver",
+    "pack_lanes", "unpack_lanes", "words_per_beat", "pad_to_beats", "split_responses",
+    "cmd_nop", "cmd_id", "cmd_status", "cmd_clear", "cmd_load_act", "cmd_load_wgt",
+    "cmd_load_par", "cmd_compute", "cmd_store", "layer_word",
+    "parse_id", "parse_status", "multipliers", "layer_multipliers",
+    "STRATEGIES", "plan_gemm", "compile_gemm", "compile_conv2d", "compile_fully_connected",
+]
+
+_U32 = 1 << 32
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator reported an error, or answered something a program did not expect."""
+
+
+# --- words and beats -----------------------------------------------------------------------
+
+def pack_lanes(values):
+    """int8 lanes (..., L) -> uint32 words (..., ceil(L / 4)), lane 0 in the lowest byte."""
+    v = np.asarray(values)
+    if v.dtype != np.int8:
+        raise ValueError(f"lanes must be int8, not {v.dtype}")
+    lanes = v.shape[-1]
+    padded = np.zeros(v.shape[:-1] + (4 * ((lanes + 3) // 4),), dtype=np.uint8)
+    padded[..., :lanes] = v.view(np.uint8)
+    return padded.view("<u4").astype(np.uint32)
+
+
+def unpack_lanes(words, lanes):
+    """uint32 words (..., W) -> int8 lanes (..., lanes), inverse of :func:`pack_lanes`."""
+    w = np.ascontiguousarray(np.asarray(words, dtype=np.uint32).astype("<u4"))
+    return w.view(np.uint8).reshape(w.shape[:-1] + (4 * w.shape[-1],))[..., :lanes] \
+        .view(np.int8)
+
+
+def words_per_beat(host_width):
+    """Words per host-stream beat: ``host_width / 32`` for wide streams, else 1."""
+    return max(1, int(host_width) // 32)
+
+
+def pad_to_beats(words, host_width):
+    """Pad an input word stream with zero words (NOPs) to a whole number of beats."""
+    words = np.asarray(words, dtype=np.uint32)
+    extra = -len(words) % words_per_beat(host_width)
+    return np.concatenate([words, np.zeros(extra, np.uint32)]) if extra else words
+
+
+def split_responses(words, sizes, host_width):
+    """Cut a response word stream into responses of ``sizes`` words, dropping beat padding.
+
+    Raises
+    ------
+    AcceleratorError
+        If the stream is shorter or longer than the responses (with their padding).
+    """
+    words = np.asarray(words, dtype=np.uint32)
+    wpb = words_per_beat(host_width)
+    out, pos = [], 0
+    for size in sizes:
+        if pos + size > len(words):
+            raise AcceleratorError(f"response stream ends after {len(words)} words; expected "
+                                   f"{_padded_total(sizes, host_width)}")
+        out.append(words[pos:pos + size])
+        pos += size + (-size % wpb)
+    if pos != len(words):
+        raise AcceleratorError(f"response stream has {len(words)} words; expected {pos}")
+    return out
+
+
+def _padded_total(sizes, host_width):
+    wpb = words_per_beat(host_width)
+    return sum(s + (-s % wpb) for s in sizes)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def _command(op, flags=0, *args):
+    if len(args) != ARGS[op]:
+        raise ValueError(f"{Op(op).name} takes {ARGS[op]} arguments, not {len(args)}")
+    for a in args:
+        if not 0 <= int(a) < _U32:
+            raise ValueError(f"{Op(op).name} arguments must be 32-bit unsigned, not {a!r}")
+    return np.array([header(op, flags), *(int(a) for a in args)], dtype=np.uint32)
+
+
+def _bank(bank):
+    if bank not in (0, 1):
+        raise ValueError(f"bank must be 0 or 1, not {bank!r}")
+    return int(bank)
+
+
+def cmd_nop():
+    return _command(Op.NOP)
+
+
+def cmd_id():
+    """ID; response: ``len(ID_WORDS)`` words, see :func:`parse_id`."""
+    return _command(Op.ID)
+
+
+def cmd_status():
+    """STATUS; response: ``len(STATUS_WORDS)`` words, see :func:`parse_status`."""
+    return _command(Op.STATUS)
+
+
+def cmd_clear():
+    return _command(Op.CLEAR)
+
+
+def cmd_load_act(bank, addr, columns):
+    """LOAD_ACT of ``columns`` (count, R) int8: item n is activation word ``addr + n``."""
+    columns = np.asarray(columns)
+    data = pack_lanes(columns).ravel()
+    return np.concatenate([_command(Op.LOAD_ACT, _bank(bank), addr, len(columns)), data])
+
+
+def cmd_load_wgt(bank, addr, rows):
+    """LOAD_WGT of ``rows`` (count, C) int8: item n is weight word ``addr + n``."""
+    rows = np.asarray(rows)
+    data = pack_lanes(rows).ravel()
+    return np.concatenate([_command(Op.LOAD_WGT, _bank(bank), addr, len(rows)), data])
+
+
+def cmd_load_par(bank, addr, bias, m0, shift):
+    """LOAD_PAR of ``count`` groups; ``bias``, ``m0``, ``shift`` int arrays (count, C)."""
+    fields = [np.asarray(f, dtype=np.int64) for f in (bias, m0, shift)]
+    if len({f.shape for f in fields}) != 1 or fields[0].ndim != 2:
+        raise ValueError(f"bias, m0 and shift must share a shape (count, C), not "
+                         f"{[f.shape for f in fields]}")
+    for name, f in zip(("bias", "m0", "shift"), fields, strict=True):
+        if np.any((f < INT32_MIN) | (f > INT32_MAX)):
+            raise ValueError(f"{name} must fit int32")
+    data = (np.stack(fields, axis=-1) % _U32).astype(np.uint32).ravel()
+    return np.concatenate([_command(Op.LOAD_PAR, _bank(bank), addr, len(fields[0])), data])
+
+
+def layer_word(z_out, act_min, act_max):
+    """COMPUTE's ``layer`` argument: ``z_out | act_min << 8 | act_max << 16``, int8 each."""
+    for name, v in (("z_out", z_out), ("act_min", act_min), ("act_max", act_max)):
+        if not -128 <= int(v) <= 127:
+            raise ValueError(f"{name} must be an int8 code in [-128, 127], not {v!r}")
+    return (int(z_out) & 0xFF) | (int(act_min) & 0xFF) << 8 | (int(act_max) & 0xFF) << 16
+
+
+def cmd_compute(k, m_tiles, n_tiles, *, act_addr=0, wgt_addr=0, par_addr=0, out_addr=0,
+                layer=0, banks=(0, 0, 0, 0)):
+    """COMPUTE; ``banks`` = (act, wgt, par, out), ``layer`` from :func:`layer_word`."""
+    flags = sum(_bank(b) << i for i, b in enumerate(banks))
+    return _command(Op.COMPUTE, flags, k, m_tiles, n_tiles, act_addr, wgt_addr, par_addr,
+                    out_addr, layer)
+
+
+def cmd_store(bank, addr, count):
+    """STORE; response: ``count`` output words of ``ceil(C / 4)`` words each."""
+    return _command(Op.STORE, _bank(bank), addr, count)
+
+
+# --- responses -----------------------------------------------------------------------------
+
+class DeviceId(NamedTuple):
+    """The ID response, field by field (``hw.isa.ID_WORDS``)."""
+
+    magic: int
+    version: int
+    rows: int
+    cols: int
+    acc_width: int
+    act_depth: int
+    wgt_depth: int
+    par_depth: int
+    out_depth: int
+    rounding: str
+
+    def to_config(self, host_width):
+        """The :class:`AcceleratorConfig` this device was built from (plus the host width,
+        which ID does not report)."""
+        return AcceleratorConfig(rows=self.rows, cols=self.cols, acc_width=self.acc_width,
+                                 rounding=self.rounding, host_width=host_width,
+                                 act_depth=self.act_depth, wgt_depth=self.wgt_depth,
+                                 par_depth=self.par_depth, out_depth=self.out_depth)
+
+
+def parse_id(words):
+    """ID response words -> :class:`DeviceId`; AcceleratorError on a wrong magic/version."""
+    w = [int(x) for x in np.asarray(words, dtype=np.uint32)[:len(ID_WORDS)]]
+    if len(w) != len(ID_WORDS):
+        raise AcceleratorError(f"ID response must have {len(ID_WORDS)} words, not {len(w)}")
+    if w[0] != MAGIC:
+        raise AcceleratorError(f"ID magic must be {MAGIC:#010x}, not {w[0]:#010x}")
+    if w[1] != ISA_VERSION:
+        raise AcceleratorError(f"ISA version {w[1]} is not supported (driver: {ISA_VERSION})")
+    if w[9] not in (0, 1):
+        raise AcceleratorError(f"ID rounding must be 0 or 1, not {w[9]}")
+    return DeviceId(*w[:9], ("double", "single")[w[9]])
+
+
+class Status(NamedTuple):
+    """The STATUS response (``hw.isa.STATUS_WORDS``), with the status bits split out."""
+
+    busy: bool
+    error_pending: bool
+    error: int
+    compute_cycles: int
+    error_count: int
+
+    @property
+    def error_name(self):
+        try:
+            return Error(self.error).name
+        except ValueError:
+            return f"unknown error {self.error}"
+
+
+def parse_status(words):
+    """STATUS response words -> :class:`Status`."""
+    w = [int(x) for x in np.asarray(words, dtype=np.uint32)[:len(STATUS_WORDS)]]
+    if len(w) != len(STATUS_WORDS):
+        raise AcceleratorError(f"STATUS response must have {len(STATUS_WORDS)} words, "
+                               f"not {len(w)}")
+    return Status(bool(w[0] & 1), bool(w[0] & 2), w[1], w[2], w[3])
+
+
+# --- quantized multipliers ----------------------------------------------------------------
+
+def multipliers(config, real_multiplier):
+    """(M0, shift) int32 arrays of real multipliers, with the build's rounding mode."""
+    return quantize_multiplier(real_multiplier, rounding=config.rounding)
+
+
+def layer_multipliers(config, input_scale, weight_scale, output_scale):
+    """Per-channel (or per-tensor) (M0, shift) of a layer from its scales.
+
+    ``M = s_in * s_w[c] / s_out`` with the scales rounded to float32 first, as a .tflite file
+    stores them (``golden.ops.output_multipliers``), then QuantizeMultiplier.
+    """
+    s_in = np.float64(np.float32(input_scale))
+    s_w = np.atleast_1d(np.asarray(weight_scale, dtype=np.float32).astype(np.float64))
+    s_out = np.float64(np.float32(output_scale))
+    return multipliers(config, s_in * s_w / s_out)
+
+
+# --- planning ------------------------------------------------------------------------------
+
+class Step(NamedTuple):
+    """One COMPUTE: tiles ``t0 .. t0 + m_tiles`` x ``u0 .. u0 + n_tiles`` and its banks."""
+
+    t0: int
+    m_tiles: int
+    u0: int
+    n_tiles: int
+    act_bank: int
+    wgt_bank: int
+    out_bank: int
+    load_act: bool
+    load_wgt: bool   # weights and their parameters travel together
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a GEMM of shape (M, K, N) is cut into COMPUTE commands on one configuration."""
+
+    m: int
+    k: int
+    n: int
+    rows: int
+    cols: int
+    steps: tuple
+
+    @property
+    def m_tiles(self):
+        return -(-self.m // self.rows)
+
+    @property
+    def n_tiles(self):
+        return -(-self.n // self.cols)
+
+    @property
+    def ideal_cycles(self):
+        """``ceil(M/R) * ceil(N/C) * K``: one array step per k of every tile."""
+        return self.m_tiles * self.n_tiles * self.k
+
+
+def _chunks(total, size):
+    """Split ``total`` tiles into balanced chunks of at most ``size``: [(start, count)]."""
+    n = -(-total // size)
+    base, extra = divmod(total, n)
+    out, start = [], 0
+    for i in range(n):
+        count = base + (i < extra)
+        out.append((start, count))
+        start += count
+    return out
+
+
+def _schedule(m_chunks, n_chunks, n_outer):
+    """Steps in serpentine order with two-bank residency per buffer."""
+    outer, inner = (n_chunks, m_chunks) if n_outer else (m_chunks, n_chunks)
+    order = []
+    for a, o in enumerate(outer):
+        inners = inner if a % 2 == 0 else inner[::-1]
+        order += [(i, o) if n_outer else (o, i) for i in inners]
+    steps = []
+    resident = {"act": [None, None], "wgt": [None, None]}
+    last = {"act": 1, "wgt": 1, "out": 1}
+    for mc, nc in order:
+        banks, loads = {}, {}
+        for kind, key in (("act", mc), ("wgt", nc)):
+            if key in resident[kind]:
+                banks[kind], loads[kind] = resident[kind].index(key), False
+            else:
+                # The other bank than the previous COMPUTE's, which may still be running.
+                bank = 1 - last[kind]
+                resident[kind][bank] = key
+                banks[kind], loads[kind] = bank, True
+            last[kind] = banks[kind]
+        last["out"] = 1 - last["out"]
+        steps.append(Step(mc[0], mc[1], nc[0], nc[1], banks["act"], banks["wgt"],
+                          last["out"], loads["act"], loads["wgt"]))
+    return tuple(steps)
+
+
+def _estimate(config, k, steps):
+    """Rough cycles of a schedule, only used to choose between chunkings: the controller
+    decodes one word per cycle, a COMPUTE waits for the previous one, loads and the previous
+    STORE overlap it."""
+    r, c = config.rows, config.cols
+    act, wgt, out = k * -(-r // 4), k * -(-c // 4) + 3 * c, -(-c // 4)
+    decode = done = 0
+    prev_store = 0
+    for s in steps:
+        decode += 3 * (s.load_act + 2 * s.load_wgt) + s.load_act * s.m_tiles * act \
+            + s.load_wgt * s.n_tiles * wgt
+        start = max(decode, done)
+        done = start + s.m_tiles * s.n_tiles * max(k, r, c) + r + c
+        decode = start + 1 + ARGS[Op.COMPUTE] + prev_store
+        prev_store = 3 + s.m_tiles * r * s.n_tiles * out
+    return max(decode, done) + prev_store
+
+
+STRATEGIES = ("overlap", "fewest")
+
+
+def plan_gemm(config, m, k, n, strategy="overlap"):
+    """Cut an (M, K, N) GEMM into COMPUTE steps that fit ``config``'s banks.
+
+    Parameters
+    ----------
+    strategy : {"overlap", "fewest"}
+        ``"overlap"``: the chunking with the shortest estimated run, loads and stores
+        hidden behind COMPUTEs. ``"fewest"``: as few COMPUTEs as possible (all operands
+        resident first when they fit), e.g. to measure the compute engine alone.
+
+    Raises
+    ------
+    ValueError
+        If a K-word block does not fit one activation or weight bank (K is never split), or
+        the output bank cannot hold one tile.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    for name, v in (("M", m), ("K", k), ("N", n)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v!r}")
+    r, c = config.rows, config.cols
+    for depth_name in ("act_depth", "wgt_depth"):
+        depth = getattr(config, depth_name)
+        if k > depth:
+            raise ValueError(f"K={k} does not fit one bank: a block needs K words but "
+                             f"{depth_name}={depth}; split K on the host (not supported)")
+    if config.out_depth < r:
+        raise ValueError(f"out_depth={config.out_depth} cannot hold one tile of R={r} rows")
+    mt_all, nt_all = -(-m // r), -(-n // c)
+    best = None
+    for nt_max in range(1, min(nt_all, config.par_depth, config.wgt_depth // k) + 1):
+        n_chunks = _chunks(nt_all, nt_max)
+        nt = max(cnt for _, cnt in n_chunks)
+        mt_max = min(mt_all, config.act_depth // k, config.out_depth // (r * nt))
+        if mt_max < 1:
+            continue
+        m_chunks = _chunks(mt_all, mt_max)
+        for n_outer in (True, False):
+            steps = _schedule(m_chunks, n_chunks, n_outer)
+            cost = (_estimate(config, k, steps), len(steps))
+            if strategy == "fewest":
+                cost = cost[::-1]
+            if best is None or cost < best[0]:
+                best = (cost, steps)
+    return Plan(int(m), int(k), int(n), r, c, best[1])
+
+
+# --- programs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Program:
+    """A compiled layer: input words, the responses they produce, and how to decode them.
+
+    Attributes
+    ----------
+    config : AcceleratorConfig
+    words : ndarray of uint32
+        The input stream, padded with NOPs to whole beats of ``config.host_width``.
+    responses : tuple of (str, int)
+        (kind, words) of every response in order: ``"store"`` or ``"status"``.
+    plan : Plan
+    output_shape : tuple
+        Shape of :meth:`decode`'s result; (M, N) for a GEMM.
+    stores : tuple of (row0, rows, col0, n_tiles)
+        What each STORE response holds.
+    """
+
+    config: AcceleratorConfig
+    words: np.ndarray
+    responses: tuple
+    plan: Plan
+    output_shape: tuple
+    stores: tuple
+
+    @property
+    def expected_response_words(self):
+        """Response words the program produces, beat padding included."""
+        return _padded_total([n for _, n in self.responses], self.config.host_width)
+
+    def split(self, response_words):
+        """The responses, beat padding removed: list of uint32 arrays."""
+        return split_responses(response_words, [n for _, n in self.responses],
+                               self.config.host_width)
+
+    def status(self, response_words):
+        """The final STATUS of the program, or None if it has none."""
+        parts = self.split(response_words)
+        kinds = [kind for kind, _ in self.responses]
+        return parse_status(parts[-1]) if kinds and kinds[-1] == "status" else None
+
+    def decode(self, response_words):
+        """Response words -> int8 result of shape ``output_shape``.
+
+        Raises
+        ------
+        AcceleratorError
+            If the response stream has the wrong length or the final STATUS reports an error.
+        """
+        parts = self.split(response_words)
+        status = self.status(response_words)
+        if status is not None and status.error_pending:
+            raise AcceleratorError(f"accelerator reported {status.error_name} "
+                                   f"({status.error_count} errors)")
+        c = self.config.cols
+        wpr = -(-c // 4)
+        y = np.empty((self.plan.m, self.plan.n), dtype=np.int8)
+        stores = iter(parts)
+        for row0, rows, col0, n_tiles in self.stores:
+            data = next(stores).reshape(rows, n_tiles, wpr)
+            block = unpack_lanes(data, c).reshape(rows, n_tiles * c)
+            cols = min(self.plan.n - col0, n_tiles * c)
+            y[row0:row0 + rows, col0:col0 + cols] = block[:, :cols]
+        return y.reshape(self.output_shape)
+
+
+def _check_codes(name, v, lo, hi):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {v!r}")
+    return int(v)
+
+
+def _channel_vector(name, v, n, lo, hi):
+    a = np.asarray(v)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, not dtype {a.dtype}")
+    a = np.broadcast_to(a.astype(np.int64), (n,)) if a.ndim == 0 else a.astype(np.int64)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},), not {a.shape}")
+    if np.any((a < lo) | (a > hi)):
+        raise ValueError(f"{name} must be in [{lo}, {hi}]")
+    return a
+
+
+def compile_gemm(config, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=127, *,
+                 status=True, strategy="overlap"):
+    """Lower ``requantize(x @ w, bias, m0, shift, z_out, act_min, act_max)`` to a program.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    x : ndarray of int8, shape (M, K)
+        Activations, raw codes (an input zero point belongs in ``bias``).
+    w : ndarray of int8, shape (K, N)
+        Weights in [-127, 127].
+    bias : int array, shape (N,) or scalar
+        Zero-point-folded int32 bias ``bias'``.
+    m0, shift : int arrays, shape (N,) or scalar
+        From :func:`multipliers`; shift within the build's rounding range.
+    z_out, act_min, act_max : int
+        Output zero point and clamp range, int8 codes, ``act_min <= act_max``.
+    status : bool
+        End with a STATUS so :meth:`Program.decode` can check for errors.
+    strategy : {"overlap", "fewest"}
+        How to chunk, see :func:`plan_gemm`.
+
+    Raises
+    ------
+    golden.arith.AccumulatorOverflowError
+        If the worst case of ``acc`` could overflow ``acc_width`` bits or ``acc + bias'``
+        int32.
+    ValueError
+        On bad operands, or when K does not fit a bank (see :func:`plan_gemm`).
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    if x.dtype != np.int8 or w.dtype != np.int8 or x.ndim != 2 or w.ndim != 2:
+        raise ValueError(f"x and w must be 2-D int8 arrays, not {x.dtype} {x.shape} and "
+                         f"{w.dtype} {w.shape}")
+    (m, k), n = x.shape, w.shape[1]
+    if w.shape[0] != k:
+        raise ValueError(f"x (M, K) and w (K, N) must share K, not {x.shape} and {w.shape}")
+    if m < 1 or k < 1 or n < 1:
+        raise ValueError(f"M, K and N must be positive, not {m}, {k}, {n}")
+    if np.any(w == -128):
+        raise ValueError("weights must be in [-127, 127] (symmetric int8), not -128")
+    shift_max = 31 if config.rounding == "double" else 30
+    bias = _channel_vector("bias", bias, n, INT32_MIN, INT32_MAX)
+    m0 = _channel_vector("m0", m0, n, 0, INT32_MAX)
+    shift = _channel_vector("shift", shift, n, -31, shift_max)
+    z_out = _check_codes("z_out", z_out, -128, 127)
+    act_min = _check_codes("act_min", act_min, -128, 127)
+    act_max = _check_codes("act_max", act_max, act_min, 127)
+    what = f"GEMM M={m} K={k} N={n}"
+    check_accumulator(k, 0, config.acc_width, what=what + " (accumulator)")
+    check_accumulator(k, bias, 32, what=what + " (accumulator + bias)")
+    plan = plan_gemm(config, m, k, n, strategy)
+    return _lower(config, plan, x, w, bias, m0, shift, layer_word(z_out, act_min, act_max),
+                  status, (m, n))
+
+
+def _lower(config, plan, x, w, bias, m0, shift, layer, status, output_shape):
+    r, c, k = config.rows, config.cols, plan.k
+    mt_all, nt_all = plan.m_tiles, plan.n_tiles
+    xp = np.zeros((mt_all * r, k), dtype=np.int8)
+    xp[:plan.m] = x
+    wp = np.zeros((k, nt_all * c), dtype=np.int8)
+    wp[:, :plan.n] = w
+    # Activation words: tile t, step k, lane i = X[t*R + i, k].
+    act_words = xp.reshape(mt_all, r, k).transpose(0, 2, 1)
+    # Weight words: tile u, step k, lane j = W[k, u*C + j].
+    wgt_words = wp.reshape(k, nt_all, c).transpose(1, 0, 2)
+    pars = [np.zeros(nt_all * c, dtype=np.int64) for _ in range(3)]
+    for p, v in zip(pars, (bias, m0, shift), strict=True):
+        p[:plan.n] = v
+    pars = [p.reshape(nt_all, c) for p in pars]
+
+    parts, responses, stores = [], [], []
+    pending = None   # the STORE of the previous step, issued after the next COMPUTE
+
+    def store(step):
+        rows = min(plan.m, (step.t0 + step.m_tiles) * r) - step.t0 * r
+        parts.append(cmd_store(step.out_bank, 0, rows * step.n_tiles))
+        responses.append(("store", rows * step.n_tiles * -(-c // 4)))
+        stores.append((step.t0 * r, rows, step.u0 * c, step.n_tiles))
+
+    for step in plan.steps:
+        t, mt, u, nt = step.t0, step.m_tiles, step.u0, step.n_tiles
+        if step.load_act:
+            parts.append(cmd_load_act(step.act_bank, 0,
+                                      act_words[t:t + mt].reshape(mt * k, r)))
+        if step.load_wgt:
+            parts.append(cmd_load_wgt(step.wgt_bank, 0,
+                                      wgt_words[u:u + nt].reshape(nt * k, c)))
+            parts.append(cmd_load_par(step.wgt_bank, 0, *(p[u:u + nt] for p in pars)))
+        parts.append(cmd_compute(k, mt, nt, layer=layer,
+                                 banks=(step.act_bank, step.wgt_bank, step.wgt_bank,
+                                        step.out_bank)))
+        if pending is not None:
+            store(pending)
+        pending = step
+    store(pending)
+    if status:
+        parts.append(cmd_status())
+        responses.append(("status", len(STATUS_WORDS)))
+    words = pad_to_beats(np.concatenate(parts), config.host_width)
+    return Program(config, words, tuple(responses), plan, tuple(output_shape), tuple(stores))
+
+
+def compile_fully_connected(config, x, w, bias, m0, shift, *, z_in, z_out, act_min=-128,
+                            act_max=127, status=True, strategy="overlap"):
+    """FULLY_CONNECTED: ``x`` (B, K) int8, ``w`` (N, K) int8 (TFLite layout), int32 ``bias``
+    (N,) or None, folded with ``z_in``. Result (B, N)."""
+    from golden.ops import fold_bias
+
+    w = np.asarray(w)
+    x = np.asarray(x).reshape(np.shape(x)[0], -1)
+    return compile_gemm(config, x, np.ascontiguousarray(w.T), fold_bias(bias, w, z_in),
+                        m0, shift, z_out, act_min, act_max, status=status, strategy=strategy)
+
+
+def compile_conv2d(config, x, w, bias, m0, shift, *, z_in, z_out, stride=(1, 1),
+                   padding="VALID", dilation=(1, 1), act_min=-128, act_max=127, status=True,
+                   strategy="overlap"):
+    """CONV_2D lowered by ``golden.ops.im2col`` (padding holds ``z_in``) with the input zero
+    point folded into the bias (``golden.ops.fold_bias``).
+
+    Parameters
+    ----------
+    x : ndarray of int8, shape (B, H, W, Cin), NHWC
+    w : ndarray of int8, shape (N, KH, KW, Cin), OHWI
+    bias : ndarray of int32, shape (N,), or None
+    Other parameters as :func:`compile_gemm` and ``golden.ops.conv2d``.
+
+    Returns
+    -------
+    Program whose :meth:`~Program.decode` gives (B, OH, OW, N) int8.
+    """
+    from golden.ops import conv_geometry, fold_bias, im2col
+
+    x, w = np.asarray(x), np.asarray(w)
+    if x.ndim != 4 or w.ndim != 4 or w.shape[3] != x.shape[3]:
+        raise ValueError(f"x must be NHWC and w OHWI with the same channels, not {x.shape} "
+                         f"and {w.shape}")
+    n, kh, kw, cin = w.shape
+    stride = (stride, stride) if np.isscalar(stride) else tuple(stride)
+    dilation = (dilation, dilation) if np.isscalar(dilation) else tuple(dilation)
+    patches = im2col(x, (kh, kw), stride, padding, dilation, pad_value=z_in)
+    wk = w.reshape(n, kh * kw * cin)
+    oh = conv_geometry(x.shape[1], kh, stride[0], padding, dilation[0])[0]
+    ow = conv_geometry(x.shape[2], kw, stride[1], padding, dilation[1])[0]
+    program = compile_gemm(config, np.ascontiguousarray(patches), np.ascontiguousarray(wk.T),
+                           fold_bias(bias, wk, z_in), m0, shift, z_out, act_min, act_max,
+                           status=status, strategy=strategy)
+    return Program(program.config, program.words, program.responses, program.plan,
+                   (x.shape[0], oh, ow, n), program.stores)
+
+
+# --- running ---------------------------------------------------------------------------
+
+class Driver:
+    """Runs programs and single commands on a transport.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        The build on the other end (:meth:`identify` checks it).
+    transport : callable
+        ``transport(words: ndarray[uint32]) -> ndarray[uint32]``: sends the words (already
+        padded to whole beats) and returns every response word they produced.
+    """
+
+    def __init__(self, config, transport):
+        self.config = config
+        self.transport = transport
+
+    def transact(self, words, sizes):
+        """Send ``words``; return the responses of ``sizes`` words each, padding removed."""
+        response = self.transport(pad_to_beats(words, self.config.host_width))
+        return split_responses(response, sizes, self.config.host_width)
+
+    def identify(self):
+        """ID -> :class:`DeviceId`; AcceleratorError if it is not ``config``'s build."""
+        dev = parse_id(self.transact(cmd_id(), [len(ID_WORDS)])[0])
+        built = dev.to_config(self.config.host_width)
+        if built != self.config:
+            raise AcceleratorError(f"device is {built}, driver expects {self.config}")
+        return dev
+
+    def status(self):
+        return parse_status(self.transact(cmd_status(), [len(STATUS_WORDS)])[0])
+
+    def clear(self):
+        self.transact(cmd_clear(), [])
+
+    def run(self, program):
+        """Run a :class:`Program`; its decoded result (AcceleratorError on errors)."""
+        if program.config != self.config:
+            raise ValueError("program was compiled for another configuration")
+        return program.decode(self.transport(program.words))
+
+    def gemm(self, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=127):
+        return self.run(compile_gemm(self.config, x, w, bias, m0, shift, z_out, act_min,
+                                     act_max))
+
+    def conv2d(self, x, w, bias, m0, shift, **kwargs):
+        return self.run(compile_conv2d(self.config, x, w, bias, m0, shift, **kwargs))
+
+    def fully_connected(self, x, w, bias, m0, shift, **kwargs):
+        return self.run(compile_fully_connected(self.config, x, w, bias, m0, shift, **kwargs))
+

@@ -127,9 +127,13 @@ class SystolicArray(wiring.Component):
         gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         may_end = (gap == self.min_tile_spacing) & (credits >= R)
-        advance = stage_valid & (~stage.last | may_end)
-        reserve = advance & stage.last
-        m.d.comb += self.i.ready.eq(~stage_valid | advance)
+        advance = Signal()
+        reserve = Signal()
+        m.d.comb += [
+            advance.eq(stage_valid & (~stage.last | may_end)),
+            reserve.eq(advance & stage.last),
+            self.i.ready.eq(~stage_valid | advance),
+        ]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(1)]
         with m.Elif(advance):

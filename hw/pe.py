@@ -79,8 +79,9 @@ class PE(wiring.Component):
         m = Module()
 
         acc = Signal(signed(self._acc_width))
+        total = Signal(signed(self._acc_width))
         step = self.a.valid & self.b.valid
-        total = acc + self.a.data * self.b.data
+        m.d.comb += total.eq(acc + self.a.data * self.b.data)
 
         m.d.sync += [
             self.a_out.eq(self.a),

@@ -93,7 +93,10 @@ class IsaModel:
         out, pos = [], 0
         while pos < len(buf):
             if self._load is not None:
-                pos = self._load_data(buf, pos)
+                consumed = self._load_data(buf, pos)
+                if consumed == pos:
+                    break  # wait for the rest of an item
+                pos = consumed
                 continue
             op_code, flags = int(buf[pos]) >> 24, int(buf[pos]) & 0xF
             try:
@@ -156,7 +159,7 @@ class IsaModel:
         array, bank, addr, left, per_item, drop = self._load
         items = min(left, (len(buf) - pos) // per_item)
         if items == 0:
-            return len(buf)  # wait for the rest of an item
+            return pos
         data = buf[pos:pos + items * per_item]
         if not drop:
             if array.dtype == np.int8:

@@ -487,13 +487,13 @@ class Network:
             if kind == "FULLY_CONNECTED":
                 out = x.reshape(-1, w.shape[1]) @ w.T + b
             else:
-                _, kh, kw, n = w.shape
+                kh, kw = w.shape[1:3]
                 patches = ops.im2col(x, (kh, kw), pad_value=0.0,
                                      **self._geometry(op, dilation=True))
                 if kind == "CONV_2D":
-                    out = patches @ w.reshape(n, -1).T + b
+                    out = patches @ w.reshape(w.shape[0], -1).T + b
                 else:
-                    c = x.shape[3]
+                    c, n = x.shape[3], w.shape[3]
                     taps = patches.reshape(-1, kh * kw, c)[:, :, np.arange(n) // (n // c)]
                     out = np.einsum("mtn,tn->mn", taps, w.reshape(kh * kw, n)) + b
             out = out.reshape((x.shape[0],) + tuple(y.shape))

@@ -58,8 +58,10 @@ class SystolicArray(wiring.Component):
     -------
     i : ``In(stream.Signature(StructLayout({"a": ArrayLayout(signed(8), rows),
     "b": ArrayLayout(signed(8), cols), "last": 1})))``
-        One beat per step of a tile. Bubbles are allowed anywhere. ``i.ready`` only drops
-        in front of a ``last`` beat, while its rows could not be placed.
+        One beat per step of a tile. Bubbles are allowed anywhere. ``i.ready`` depends only
+        on internal state, never on ``i.valid`` or ``i.payload``; it is low only while a
+        ``last`` beat waits in the input stage for FIFO room or for the previous tile's
+        results to be read out of the grid.
     o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), cols)))``
         R beats per tile, row 0 first. Backpressure never loses data.
     """

@@ -277,9 +277,64 @@ def fold_bias(bias, w, z_in):
     return folded.astype(np.int32)
 
 
+# Elements per block of the fused requantizer and of the im2col -> gemm -> requantize
+# pipeline: sized so that the int64 / float32 temporaries of one block stay in cache.
+_BLOCK_ELEMENTS = 1 << 16
+_PIPELINE_ELEMENTS = 1 << 18
+
+
 def _requantize_rows(acc, bias, m0, shift, z_out, act_min, act_max, rounding):
-    return requantize(acc, bias, m0, shift, _check_code(z_out, "z_out"), act_min, act_max,
-                      rounding=rounding)
+    """:func:`golden.requant.requantize`, fused and blocked for the common case.
+
+    With double rounding, ``M0 >= 0`` and no left shift (every layer whose multiplier is
+    below 1), MultiplyByQuantizedMultiplier reduces to two integer roundings, each
+    one add and one arithmetic shift on int64:
+
+    * SRDHM: ``trunc((a*M0 + nudge) / 2**31)`` with ``nudge = 2**30`` for ``a*M0 >= 0``
+      and ``1 - 2**30`` below equals ``(a*M0 + 2**30) >> 31`` in both cases (for negative
+      products, ``s >> 31`` of ``s + 2**31 - 1`` is C's truncation of ``s``), and the one
+      saturating case needs ``M0 == INT32_MIN``, which a non-negative M0 never is;
+    * RDBPOT, ties away from zero: ``(x + 2**(n-1) - (x < 0)) >> n`` for ``n >= 1``.
+
+    ``tests/golden/test_ops.py`` checks this against ``requantize`` on random and corner
+    accumulators. Other cases (single rounding, left shifts) call ``requantize``.
+    """
+    z_out = _check_code(z_out, "z_out")
+    acc = np.asarray(acc)
+    m0 = np.broadcast_to(np.asarray(m0, dtype=np.int64), acc.shape[-1:])
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), acc.shape[-1:])
+    if rounding != "double" or np.any(shift > 0) or np.any(m0 < 0) or np.any(shift < -31) \
+            or acc.ndim != 2 or not -128 <= act_min <= act_max <= 127:
+        return requantize(acc, bias, m0, shift, z_out, act_min, act_max, rounding=rounding)
+    bias = np.broadcast_to(np.asarray(bias, dtype=np.int64), acc.shape[-1:])
+    right = -shift
+    half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    out = np.empty(acc.shape, dtype=np.int8)
+    rows = max(1, _BLOCK_ELEMENTS // max(acc.shape[1], 1))
+    for start in range(0, acc.shape[0], rows):
+        t = np.add(acc[start:start + rows], bias, dtype=np.int64)
+        if t.size and (t.min() < INT32_MIN or t.max() > INT32_MAX):
+            raise OverflowError("accumulator plus bias does not fit int32")
+        t *= m0
+        t += 1 << 30
+        t >>= 31
+        t += half - ((t < 0) & (right > 0))
+        t >>= right
+        t += z_out
+        np.clip(t, act_min, act_max, out=t)
+        out[start:start + rows] = t
+    return out
+
+
+def _gemm_requantize(mac, a, n, bias, m0, shift, z_out, act_min, act_max, rounding):
+    """``requantize(mac(a))`` one block of rows at a time, as the accelerator streams them;
+    blocks small enough that the int32 / int64 intermediates stay in cache."""
+    out = np.empty((a.shape[0], n), dtype=np.int8)
+    rows = max(1, _PIPELINE_ELEMENTS // max(int(np.prod(a.shape[1:])), n))
+    for start in range(0, a.shape[0], rows):
+        out[start:start + rows] = _requantize_rows(mac(a[start:start + rows]), bias, m0, shift,
+                                                   z_out, act_min, act_max, rounding)
+    return out
 
 
 def conv2d(x, w, bias, m0, shift, *, z_in, z_out, stride=(1, 1), padding="VALID",
@@ -314,8 +369,8 @@ def conv2d(x, w, bias, m0, shift, *, z_in, z_out, stride=(1, 1), padding="VALID"
     wk = w.reshape(n, kh * kw * c)
     folded = fold_bias(bias, wk, z_in)
     check_accumulator(wk.shape[1], folded, what="CONV_2D")
-    acc = gemm(patches, wk)
-    y = _requantize_rows(acc, folded, m0, shift, z_out, act_min, act_max, rounding)
+    y = _gemm_requantize(lambda rows: gemm(rows, wk), patches, n, folded, m0, shift, z_out,
+                         act_min, act_max, rounding)
     oh = conv_geometry(x.shape[1], kh, _pair(stride, "stride")[0], padding,
                        _pair(dilation, "dilation")[0])[0]
     return y.reshape(x.shape[0], oh, -1, n)
@@ -350,8 +405,9 @@ def depthwise_conv2d(x, w, bias, m0, shift, *, z_in, z_out, depth_multiplier=1,
     wt = w.reshape(kh * kw, n)
     folded = fold_bias(bias, np.ascontiguousarray(wt.T), z_in)
     check_accumulator(kh * kw, folded, what="DEPTHWISE_CONV_2D")
-    acc = depthwise_gemm(patches.reshape(-1, kh * kw, c), wt, int(depth_multiplier))
-    y = _requantize_rows(acc, folded, m0, shift, z_out, act_min, act_max, rounding)
+    y = _gemm_requantize(lambda rows: depthwise_gemm(rows, wt, int(depth_multiplier)),
+                         patches.reshape(-1, kh * kw, c), n, folded, m0, shift, z_out,
+                         act_min, act_max, rounding)
     oh = conv_geometry(x.shape[1], kh, _pair(stride, "stride")[0], padding,
                        _pair(dilation, "dilation")[0])[0]
     return y.reshape(x.shape[0], oh, -1, n)
@@ -380,7 +436,8 @@ def fully_connected(x, w, bias, m0, shift, *, z_in, z_out, act_min=-128, act_max
         raise ValueError(f"x must have {w.shape[1]} elements per sample, not shape {x.shape}")
     folded = fold_bias(bias, w, z_in)
     check_accumulator(w.shape[1], folded, what="FULLY_CONNECTED")
-    return _requantize_rows(gemm(a, w), folded, m0, shift, z_out, act_min, act_max, rounding)
+    return _gemm_requantize(lambda rows: gemm(rows, w), a, w.shape[0], folded, m0, shift,
+                            z_out, act_min, act_max, rounding)
 
 
 class AddParams(NamedTuple):
@@ -466,9 +523,13 @@ def add(x1, x2, params, act_min=-128, act_max=127):
 
 
 def _c_div(num, den):
-    """C integer division (truncation toward zero) of int64 arrays, ``den > 0``."""
-    q = np.abs(num) // den
-    return np.where(num < 0, -q, q)
+    """C integer division (truncation toward zero): ``|num| < 2**31``, ``0 < den <= 2**20``.
+
+    In float64: a quotient of integers below 2**31 that is not an integer lies at least
+    ``1 / den`` from the nearest integer, far beyond the division's rounding error, so
+    truncating the correctly rounded quotient is exact (and much faster than ``//``).
+    """
+    return np.trunc(num / den.astype(np.float64)).astype(np.int64)
 
 
 def average_pool2d(x, filter_size, stride=(1, 1), padding="VALID", act_min=-128, act_max=127):
@@ -500,7 +561,7 @@ def average_pool2d(x, filter_size, stride=(1, 1), padding="VALID", act_min=-128,
 
     n = np.outer(count(x.shape[1], oh, k[0], s[0], top),
                  count(x.shape[2], ow, k[1], s[1], left))[None, :, :, None].astype(np.int64)
-    avg = np.where(total > 0, _c_div(total + n // 2, n), _c_div(total - n // 2, n))
+    avg = _c_div(total + np.where(total > 0, n // 2, -(n // 2)), n)
     return np.clip(avg, act_min, act_max).astype(np.int8)
 
 

@@ -8,8 +8,9 @@ they share no code with the lowered im2col -> gemm -> fold_bias -> requantize pa
 import numpy as np
 import pytest
 
-from golden.arith import AccumulatorOverflowError, quantize_multiplier
+from golden.arith import INT32_MAX, INT32_MIN, AccumulatorOverflowError, quantize_multiplier
 from golden.ops import (
+    _requantize_rows,
     add,
     add_params,
     average_pool2d,
@@ -25,6 +26,7 @@ from golden.ops import (
     output_multipliers,
     reshape,
 )
+from golden.requant import requantize
 
 from .test_arith import mbqm_ref, rdbpot_ref, srdhm_ref
 
@@ -351,3 +353,34 @@ def test_layer_overflow_is_refused():
     w = np.ones((1, 1, 1, k), np.int8)
     with pytest.raises(AccumulatorOverflowError, match="CONV_2D"):
         conv2d(x, w, np.array([2**30], np.int32), [2**30], [0], z_in=0, z_out=0)
+
+
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_fused_requantize_equals_golden_requantize(rng, rounding):
+    """The layers' fused, blocked requantizer == golden.requant.requantize, bit for bit."""
+    n = 64
+    shift = np.concatenate([np.arange(-31, 1), rng.integers(-31, 1, n - 34), [1, 3]])
+    m0 = np.concatenate([[0, 2**30, 2**31 - 1, 2**30 + 1],
+                         rng.integers(2**30, 2**31, n - 4)]).astype(np.int64)
+    corners = np.array([INT32_MIN, INT32_MIN + 1, -(2**30) - 1, -3, -2, -1, 0, 1, 2, 3,
+                        2**30 + 1, INT32_MAX - 1, INT32_MAX])
+    acc = np.concatenate([
+        rng.integers(INT32_MIN, INT32_MAX, (3000, n), endpoint=True),
+        rng.integers(-(2**16), 2**16, (3000, n)),
+        np.repeat(corners[:, None], n, axis=1),
+    ]).astype(np.int32)
+    bias = np.zeros(n, np.int32)
+    for lo, hi, z in [(-128, 127, 0), (-128, 127, -128), (-5, 100, 17), (0, 0, 127)]:
+        for s, m in [(shift[:-2], m0[:-2]), (shift, m0)]:  # without / with left shifts
+            k = s.size
+            want = requantize(acc[:, :k], bias[:k], m, s, z, lo, hi, rounding=rounding)
+            got = _requantize_rows(acc[:, :k], bias[:k], m, s, z, lo, hi, rounding)
+            np.testing.assert_array_equal(got, want)
+    small = rng.integers(-(2**20), 2**20, (500, n)).astype(np.int32)
+    b = rng.integers(-(2**20), 2**20, n).astype(np.int32)
+    np.testing.assert_array_equal(  # scalar (per-tensor) multiplier, nonzero bias
+        _requantize_rows(small, b, 1518500250, -7, 3, -128, 127, rounding),
+        requantize(small, b, 1518500250, -7, 3, rounding=rounding))
+    with pytest.raises(OverflowError):
+        _requantize_rows(np.full((2, 2), INT32_MAX, np.int32), [1, 1], [2**30] * 2, [-1, -1],
+                         0, -128, 127, rounding)

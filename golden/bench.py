@@ -166,8 +166,8 @@ def report(r, repeat):
     return "\n".join([
         f"Command: `python -m golden.bench --batch {n} --repeat {repeat}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}); best of {repeat} after a warm-up; both sides on one "
-        f"thread.",
+        f"NumPy {np.__version__}, load average {os.getloadavg()[0]:.1f}); best of {repeat} "
+        f"after a warm-up; both sides on one thread.",
         "",
         f"| digits CNN, int8, batch {n} | time | per sample |",
         "|---|---:|---:|",

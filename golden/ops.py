@@ -309,6 +309,7 @@ def _requantize_rows(acc, bias, m0, shift, z_out, act_min, act_max, rounding):
     bias = np.broadcast_to(np.asarray(bias, dtype=np.int64), acc.shape[-1:])
     right = -shift
     half = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    all_right = bool(np.all(right > 0))
     out = np.empty(acc.shape, dtype=np.int8)
     rows = max(1, _BLOCK_ELEMENTS // max(acc.shape[1], 1))
     for start in range(0, acc.shape[0], rows):
@@ -318,10 +319,15 @@ def _requantize_rows(acc, bias, m0, shift, z_out, act_min, act_max, rounding):
         t *= m0
         t += 1 << 30
         t >>= 31
-        t += half - ((t < 0) & (right > 0))
+        neg = t < 0
+        if not all_right:
+            neg &= right > 0
+        t += half
+        t -= neg
         t >>= right
         t += z_out
-        np.clip(t, act_min, act_max, out=t)
+        np.maximum(t, act_min, out=t)
+        np.minimum(t, act_max, out=t)
         out[start:start + rows] = t
     return out
 
@@ -532,6 +538,20 @@ def _c_div(num, den):
     return np.trunc(num / den.astype(np.float64)).astype(np.int64)
 
 
+def _window_reduce(ufunc, win):
+    """Reduce a (B, OH, OW, KH, KW, C) window view over the window, one tap at a time.
+
+    Each tap is a strided (B, OH, OW, C) view, so this is KH * KW vectorized passes;
+    NumPy's reduction over the two inner strided axes is several times slower.
+    """
+    acc = win[:, :, :, 0, 0, :].copy()
+    for i in range(win.shape[3]):
+        for j in range(win.shape[4]):
+            if i or j:
+                ufunc(acc, win[:, :, :, i, j, :], out=acc)
+    return acc
+
+
 def average_pool2d(x, filter_size, stride=(1, 1), padding="VALID", act_min=-128, act_max=127):
     """AVERAGE_POOL_2D, int8, as TFLite's reference ``integer_ops::AveragePool``.
 
@@ -553,7 +573,7 @@ def average_pool2d(x, filter_size, stride=(1, 1), padding="VALID", act_min=-128,
     x = _check_int8(x, "x", 4)
     k, s = _pair(filter_size, "filter_size"), _pair(stride, "stride")
     xp, (oh, ow), (top, left) = _pad_nhwc(x.astype(np.int32), k, s, padding, (1, 1), 0)
-    total = _windows(xp, k, s, (1, 1), (oh, ow)).sum(axis=(3, 4), dtype=np.int64)
+    total = _window_reduce(np.add, _windows(xp, k, s, (1, 1), (oh, ow)))
 
     def count(size, n_out, kernel, step, before):
         start = np.arange(n_out) * step - before
@@ -574,7 +594,7 @@ def max_pool2d(x, filter_size, stride=(1, 1), padding="VALID", act_min=-128, act
     x = _check_int8(x, "x", 4)
     k, s = _pair(filter_size, "filter_size"), _pair(stride, "stride")
     xp, (oh, ow), _ = _pad_nhwc(x, k, s, padding, (1, 1), -128)
-    out = _windows(xp, k, s, (1, 1), (oh, ow)).max(axis=(3, 4))
+    out = _window_reduce(np.maximum, _windows(xp, k, s, (1, 1), (oh, ow)))
     return np.clip(out, act_min, act_max).astype(np.int8)
 
 

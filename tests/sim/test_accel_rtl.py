@@ -1,0 +1,325 @@
+"""The whole accelerator on Verilator: rtl(program) == golden(layer), responses == ISA model.
+
+Programs come from ``hw.driver``; ``sim.tb.accel_tb`` drives them into ``hw.top.Accelerator``
+with random valid gaps and ready stalls; every result is decoded here and compared with the
+golden model, every response stream with ``sim.model.IsaModel`` (STATUS's busy bit and
+cycle count excepted: the model has no timing).
+"""
+
+import functools
+
+import numpy as np
+import pytest
+
+from golden.ops import gemm
+from golden.requant import requantize
+from hw import driver as drv
+from hw.config import AcceleratorConfig
+from hw.isa import ID_WORDS, STATUS_WORDS, Op
+from sim import bench
+from sim.model import IsaModel
+
+CONFIGS = {
+    "4x4": AcceleratorConfig(rows=4, cols=4, act_depth=64, wgt_depth=64, par_depth=2,
+                             out_depth=32),
+    "3x5-single-h8": AcceleratorConfig(rows=3, cols=5, rounding="single", host_width=8,
+                                       act_depth=48, wgt_depth=40, par_depth=2, out_depth=30),
+    "8x8-h64": AcceleratorConfig(rows=8, cols=8, host_width=64, act_depth=128, wgt_depth=96,
+                                 par_depth=3, out_depth=96),
+}
+SLOW_CONFIGS = {
+    "16x16-h128": AcceleratorConfig(host_width=128),
+    "5x3-h16-acc20": AcceleratorConfig(rows=5, cols=3, host_width=16, acc_width=20,
+                                       rounding="single", act_depth=32, wgt_depth=32,
+                                       par_depth=2, out_depth=20),
+}
+BACKPRESSURE = dict(gap_p=0.3, gap_max=3, stall_p=0.3, stall_max=4)
+
+
+@functools.cache
+def build_dir(name):
+    return bench.build({**CONFIGS, **SLOW_CONFIGS}[name])
+
+
+def random_layer(rng, config, m, k, n):
+    """Full-range operands; per-channel (M0, shift) over a wide span of exponents; nonzero
+    z_out; no clamp, ReLU or ReLU6-like ranges."""
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    x.flat[rng.integers(0, x.size)] = -128
+    w.flat[rng.integers(0, w.size)] = -127
+    acc_room = 2 ** (config.acc_width - 1) - 1 - k * 127 * 128
+    bias = rng.integers(-min(acc_room, 2 ** 24), min(acc_room, 2 ** 24) + 1, n)
+    real = np.exp2(rng.uniform(-14 - np.log2(k), 3 - np.log2(k), n))
+    if rng.random() < 0.2:
+        real[rng.integers(0, n)] = rng.choice([2.0 ** -40, 2.0 ** 20])  # shift at the ends
+    m0, shift = drv.multipliers(config, real)
+    z_out = int(rng.integers(-128, 128))
+    act = rng.integers(0, 3)
+    act_min, act_max = ((-128, 127), (max(-128, z_out), 127),
+                        (max(-128, z_out), min(127, z_out + int(rng.integers(1, 100)))))[act]
+    return x, w, bias, m0, shift, z_out, act_min, act_max
+
+
+def golden_gemm(config, x, w, bias, m0, shift, z_out, act_min, act_max):
+    acc = gemm(x, np.ascontiguousarray(w.T), acc_width=config.acc_width)
+    return requantize(acc, bias, m0, shift, z_out, act_min, act_max, rounding=config.rounding)
+
+
+def ragged_shapes(rng, config, count):
+    r, c = config.rows, config.cols
+    k_max = min(config.act_depth, config.wgt_depth)
+    fixed = [(1, 1, 1), (r, 1, c), (r + 1, 2 * r + 1, c - 1 or 1), (1, k_max, 1),
+             (3 * r + 2, k_max // 3, 4 * c + 1)]
+    rand = [(int(rng.integers(1, 5 * r)), int(rng.integers(1, k_max // 2 + 1)),
+             int(rng.integers(1, 5 * c))) for _ in range(count)]
+    return fixed + rand
+
+
+def check_responses(config, got, want, sizes, kinds):
+    """Response by response: STATUS without busy bit and cycles, everything else exact."""
+    g = drv.split_responses(got, sizes, config.host_width)
+    w = drv.split_responses(want, sizes, config.host_width)
+    for n, (kind, a, b) in enumerate(zip(kinds, g, w, strict=True)):
+        if kind == "status":
+            sa, sb = drv.parse_status(a), drv.parse_status(b)
+            assert (sa.error_pending, sa.error, sa.error_count) == \
+                (sb.error_pending, sb.error, sb.error_count), f"response {n}: {sa} != {sb}"
+            assert int(a[0]) & ~3 == 0, f"response {n}: reserved status bits {int(a[0]):#x}"
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"response {n} ({kind})")
+
+
+class Script:
+    """A command stream built piece by piece, with the kinds and sizes of its responses."""
+
+    def __init__(self, config):
+        self.config = config
+        self.parts, self.kinds, self.sizes = [], [], []
+
+    def add(self, words, *responses):
+        self.parts.append(np.asarray(words, dtype=np.uint32))
+        for kind, size in responses:
+            self.kinds.append(kind)
+            self.sizes.append(size)
+
+    def status(self):
+        self.add(drv.cmd_status(), ("status", len(STATUS_WORDS)))
+
+    def program(self, program):
+        self.add(program.words, *program.responses)
+
+    @property
+    def words(self):
+        return drv.pad_to_beats(np.concatenate(self.parts), self.config.host_width)
+
+    @property
+    def expect(self):
+        return drv._padded_total(self.sizes, self.config.host_width)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_random_gemms_with_backpressure(name, tmp_path):
+    """Ragged GEMMs (M, K, N not multiples of R, C; 1s), chunked and double-buffered."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng([11, len(name)])
+    layers, runs = [], [bench.Run(drv.pad_to_beats(np.concatenate(
+        [drv.cmd_id(), drv.cmd_status()]), config.host_width),
+        drv._padded_total([len(ID_WORDS), len(STATUS_WORDS)], config.host_width))]
+    for n, (m, k, nn) in enumerate(ragged_shapes(rng, config, 5)):
+        layer = random_layer(rng, config, m, k, nn)
+        program = drv.compile_gemm(config, *layer, strategy=drv.STRATEGIES[n % 2])
+        layers.append((layer, program))
+        runs.append(bench.Run(program.words, program.expected_response_words))
+    assert any(len(p.plan.steps) > 2 for _, p in layers)
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
+                            seed=int(rng.integers(1 << 30)), **BACKPRESSURE)
+    ident, status = drv.split_responses(results[0].resp, [len(ID_WORDS), len(STATUS_WORDS)],
+                                        config.host_width)
+    assert drv.parse_id(ident).to_config(config.host_width) == config
+    assert drv.parse_status(status) == drv.Status(False, False, 0, 0, 0)
+    for (layer, program), result in zip(layers, results[1:], strict=True):
+        plan = program.plan
+        np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer),
+                                      err_msg=f"{name} M, K, N = {plan.m}, {plan.k}, {plan.n}")
+        last = program.plan.steps[-1]
+        assert program.status(result.resp).compute_cycles >= last.m_tiles * last.n_tiles * \
+            program.plan.k
+
+
+def test_back_to_back_programs_without_backpressure(tmp_path):
+    """Programs concatenated in one stream: the next one's loads overlap the last STOREs."""
+    name = "4x4"
+    config = CONFIGS[name]
+    rng = np.random.default_rng(5)
+    script, layers = Script(config), []
+    for m, k, n in ragged_shapes(rng, config, 4):
+        layer = random_layer(rng, config, m, k, n)
+        program = drv.compile_gemm(config, *layer, status=False)
+        layers.append((layer, program))
+        script.program(program)
+    script.status()
+    [result] = bench.run_rtl(config, [bench.Run(script.words, script.expect)],
+                             workdir=tmp_path, build_dir=build_dir(name))
+    check_responses(config, result.resp, IsaModel(config).run(script.words), script.sizes,
+                    script.kinds)
+    resp = result.resp
+    for layer, program in layers:
+        n = program.expected_response_words
+        np.testing.assert_array_equal(program.decode(resp[:n]), golden_gemm(config, *layer))
+        resp = resp[n:]
+    assert drv.parse_status(resp).error == 0
+
+
+def beats_through(config, words):
+    """Input beats up to and including the one carrying word ``words - 1``."""
+    wpb = drv.words_per_beat(config.host_width)
+    return -(-words // wpb) * max(1, 32 // config.host_width)
+
+
+@pytest.mark.parametrize("name", ["4x4", "8x8-h64"])
+def test_reset_in_the_middle(name, tmp_path):
+    """Reset while loading, right after a COMPUTE was accepted, and in the middle of a
+    STORE's response; each time STATUS then reads zero and a fresh program is exact."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng([3, len(name)])
+    r, c = config.rows, config.cols
+    big_layer = random_layer(rng, config, 5 * r + 1, config.act_depth // 3, 3 * c + 2)
+    big = drv.compile_gemm(config, *big_layer)
+    # An error before the reset, which the reset must clear.
+    words = drv.pad_to_beats(np.concatenate([np.array([0x0F << 24], np.uint32), big.words]),
+                             config.host_width)
+    last_compute = int(np.flatnonzero((words >> 24) == Op.COMPUTE)[-1])
+    status_only = drv.pad_to_beats(drv.cmd_status(), config.host_width)
+    n_status = drv._padded_total([len(STATUS_WORDS)], config.host_width)
+    out_beats = beats_through(config, big.expected_response_words)
+    runs, fresh = [], []
+    for reset in (("in", beats_through(config, len(words)) // 3),
+                  ("in", beats_through(config, last_compute + 1 + 8)),
+                  ("out", out_beats // 2), ("cycle", 5)):
+        layer = random_layer(rng, config, int(rng.integers(1, 3 * r)),
+                             int(rng.integers(1, 40)), int(rng.integers(1, 3 * c)))
+        program = drv.compile_gemm(config, *layer)
+        fresh.append((layer, program))
+        runs += [bench.Run(words, big.expected_response_words, reset=reset),
+                 bench.Run(status_only, n_status),
+                 bench.Run(program.words, program.expected_response_words)]
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name))
+    for n, (layer, program) in enumerate(fresh):
+        after_reset, result = results[3 * n + 1], results[3 * n + 2]
+        assert drv.parse_status(after_reset.resp[:4]) == drv.Status(False, False, 0, 0, 0)
+        np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))
+
+
+def illegal_script(config, rng):
+    """Every error of docs/isa.md, each followed by STATUS (and CLEAR), between valid work
+    whose results must not be disturbed."""
+    s = Script(config)
+    r, c = config.rows, config.cols
+    k = 6
+    x, w, bias, m0, shift, z_out, act_min, act_max = random_layer(rng, config, 2 * r, k, 2 * c)
+    valid = drv.compile_gemm(config, x, w, bias, m0, shift, z_out, act_min, act_max,
+                             status=False, strategy="fewest")
+    assert len(valid.plan.steps) == 1
+    step = valid.plan.steps[0]
+    compute_and_store = np.concatenate([
+        drv.cmd_compute(k, step.m_tiles, step.n_tiles, layer=drv.layer_word(z_out, act_min,
+                                                                            act_max),
+                        banks=(step.act_bank, step.wgt_bank, step.wgt_bank, 1)),
+        drv.cmd_store(1, 0, 2 * r * 2)])
+    store_size = 2 * r * 2 * -(-c // 4)
+
+    def error(words):
+        s.add(words)
+        s.status()
+        s.add(drv.cmd_clear())
+
+    s.add(drv.cmd_clear())
+    s.status()
+    s.program(valid)
+    error(np.array([0x09 << 24], np.uint32))
+    error(np.array([0xFF << 24 | 0xABCDEF], np.uint32))
+    # Reserved header bits and unused flags are ignored.
+    s.add(np.array([Op.STATUS << 24 | 0x5A5A5F], np.uint32), ("status", 4))
+    junk_act = rng.integers(-128, 128, (3, r), dtype=np.int8)
+    junk_wgt = rng.integers(-128, 128, (3, c), dtype=np.int8)
+    junk_par = [np.full((2, c), v) for v in (7, 1 << 30, -3)]
+    for bank in (0, 1):
+        error(drv.cmd_load_act(bank, config.act_depth - 2, junk_act))
+        error(drv.cmd_load_wgt(bank, config.wgt_depth - 1, junk_wgt[:2]))
+        error(drv.cmd_load_par(bank, config.par_depth - 1, *junk_par))
+    error(drv.cmd_load_act(0, 2 ** 32 - 1, junk_act[:1]))
+    error(drv.cmd_load_wgt(0, 2 ** 32 - 2, junk_wgt[:3]))
+    error(drv._command(Op.LOAD_ACT, 0, 0, 0))
+    error(drv._command(Op.LOAD_PAR, 1, 0, 0))
+    for args, kw in [((0, 1, 1), {}), ((1, 0, 1), {}), ((1, 1, 0), {}),
+                     ((config.act_depth // 2 + 1, 2, 1), {}),
+                     ((config.wgt_depth // 2 + 1, 1, 2), {}),
+                     ((1, 1, config.par_depth + 1), {}),
+                     ((1, 1, 1), {"par_addr": config.par_depth}),
+                     ((1, 1, 1), {"act_addr": config.act_depth}),
+                     ((1, 1, 1), {"wgt_addr": 2 ** 32 - 1}),
+                     ((2 ** 31, 2, 1), {}), ((1, 2 ** 16, 2 ** 16), {}),
+                     ((1, config.out_depth // r + 1, 1), {}),
+                     ((1, 1, 1), {"out_addr": config.out_depth - r + 1})]:
+        error(drv.cmd_compute(*args, **kw))
+    error(drv.cmd_store(0, config.out_depth, 1))
+    error(drv.cmd_store(1, 0, 0))
+    error(drv.cmd_store(0, 2 ** 32 - 1, 1))
+    error(drv.cmd_store(1, 1, config.out_depth))
+    # The resident operands survived the dropped loads: recompute, store, same words.
+    s.add(compute_and_store, ("store", store_size))
+    # Sticky: the first error wins, the count goes on; STATUS and CLEAR never wait.
+    s.add(np.concatenate([drv.cmd_store(0, 0, 0), np.array([0x0C << 24], np.uint32),
+                          drv.cmd_compute(0, 0, 0)]))
+    s.status()
+    s.add(compute_and_store, ("store", store_size))
+    s.status()
+    s.add(drv.cmd_clear())
+    s.add(drv.cmd_id(), ("id", len(ID_WORDS)))
+    return s
+
+
+@pytest.mark.parametrize("name", ["4x4", "3x5-single-h8"])
+def test_illegal_commands(name, tmp_path):
+    """Errors set the documented STATUS, write nothing, never hang; a following valid
+    program computes exactly."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng([23, len(name)])
+    script = illegal_script(config, rng)
+    layer = random_layer(rng, config, 2 * config.rows + 1, 9, 3 * config.cols - 1)
+    after = drv.compile_gemm(config, *layer)
+    results = bench.run_rtl(config, [bench.Run(script.words, script.expect),
+                                     bench.Run(after.words, after.expected_response_words)],
+                            workdir=tmp_path, build_dir=build_dir(name), **BACKPRESSURE)
+    want = IsaModel(config).run(script.words)
+    check_responses(config, results[0].resp, want, script.sizes, script.kinds)
+    np.testing.assert_array_equal(after.decode(results[1].resp), golden_gemm(config, *layer))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_CONFIGS)
+def test_slow_configs(name, tmp_path):
+    """Bigger and odder builds: 16x16 with a 128-bit host on a 256^3-class GEMM, a 5x3
+    array with a 16-bit host and a 20-bit accumulator."""
+    config = SLOW_CONFIGS[name]
+    rng = np.random.default_rng([31, len(name)])
+    k_max = min(config.act_depth, config.wgt_depth, 256)
+    shapes = [(1, 1, 1), (config.rows * 16 - 3, k_max, config.cols * 16 - 5)]
+    if config.acc_width < 32:
+        k_max = min(k_max, (2 ** (config.acc_width - 1) - 1 - 2 ** 10) // (127 * 128))
+        shapes = [(1, 1, 1), (17, k_max, 13), (4, 3, 29)]
+    layers, runs = [], []
+    for m, k, n in shapes:
+        layer = random_layer(rng, config, m, min(k, k_max), n)
+        program = drv.compile_gemm(config, *layer)
+        layers.append((layer, program))
+        runs.append(bench.Run(program.words, program.expected_response_words))
+    script = illegal_script(config, rng)
+    runs.append(bench.Run(script.words, script.expect))
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
+                            **BACKPRESSURE)
+    for (layer, program), result in zip(layers, results, strict=False):
+        np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))
+    check_responses(config, results[-1].resp, IsaModel(config).run(script.words),
+                    script.sizes, script.kinds)

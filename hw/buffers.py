@@ -1,0 +1,101 @@
+"""Double-banked on-chip buffers: one write port, one synchronous read port, two banks."""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["BankedBuffer", "bank_addr_width"]
+
+
+def bank_addr_width(depth):
+    """Width of an address within a bank of ``depth`` words (at least 1)."""
+    return max(1, ceil_log2(depth))
+
+
+class BankedBuffer(wiring.Component):
+    """Two banks of ``depth`` words of ``shape``, in one simple dual-port memory.
+
+    Bank ``b`` word ``a`` lives at ``b * depth + a`` of a :class:`~amaranth.lib.memory.Memory`
+    of ``2 * depth`` words, so one write port and one synchronous read port (the shape of a
+    block RAM) serve both banks: a loader fills one bank while the compute engine reads the
+    other. Addresses are not checked here; the controller never issues one past ``depth``.
+
+    Parameters
+    ----------
+    shape : shape-like
+        One word, e.g. ``data.ArrayLayout(signed(8), R)``.
+    depth : int
+        Words per bank, at least 1.
+    granularity : int or None
+        Write granularity, as for :meth:`Memory.write_port`; with an ``ArrayLayout`` shape and
+        granularity 1 every element has its own write enable.
+
+    Members
+    -------
+    w_bank : :py:`In(1)`
+        Bank written by ``w``.
+    w : :py:`Out(WritePort.Signature(addr_width, shape, granularity))`
+        Write port (its members are inputs of the buffer).
+    r_bank : :py:`In(1)`
+        Bank read by ``r``.
+    r : :py:`Out(ReadPort.Signature(addr_width, shape))`
+        Synchronous read port: ``data`` follows ``addr`` one cycle after ``en``; while ``en``
+        is low ``data`` holds. Not transparent: reading a word written in the same cycle
+        returns its old contents.
+    """
+
+    def __init__(self, shape, depth, *, granularity=None):
+        if not isinstance(depth, int) or depth < 1:
+            raise TypeError(f"Depth must be a positive integer, not {depth!r}")
+        self._shape = shape
+        self._depth = depth
+        self._granularity = granularity
+        addr_width = self.addr_width
+        super().__init__({
+            "w_bank": In(1),
+            "w": Out(WritePort.Signature(addr_width=addr_width, shape=shape,
+                                         granularity=granularity)),
+            "r_bank": In(1),
+            "r": Out(ReadPort.Signature(addr_width=addr_width, shape=shape)),
+        })
+
+    @property
+    def depth(self):
+        """Words per bank."""
+        return self._depth
+
+    @property
+    def addr_width(self):
+        """Width of an address within a bank (at least 1)."""
+        return bank_addr_width(self._depth)
+
+    @property
+    def latency(self):
+        """Cycles from a read port's ``en`` to its ``data``."""
+        return 1
+
+    def _physical(self, bank, addr):
+        if self._depth & (self._depth - 1) == 0 and self._depth > 1:
+            return Cat(addr, bank)
+        return Mux(bank, addr + self._depth, addr)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[])
+        wp = memory.write_port(granularity=self._granularity)
+        rp = memory.read_port()
+        w_addr = Signal.like(wp.addr)
+        r_addr = Signal.like(rp.addr)
+        m.d.comb += [
+            w_addr.eq(self._physical(self.w_bank, self.w.addr)),
+            wp.addr.eq(w_addr),
+            wp.data.eq(self.w.data),
+            wp.en.eq(self.w.en),
+            r_addr.eq(self._physical(self.r_bank, self.r.addr)),
+            rp.addr.eq(r_addr),
+            rp.en.eq(self.r.en),
+            self.r.data.eq(rp.data),
+        ]
+        return m

@@ -1,0 +1,79 @@
+"""The whole accelerator: host adapters, controller with its buffers, MAC array, requantizer."""
+
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .array import SystolicArray
+from .config import AcceleratorConfig
+from .controller import Controller
+from .host import HostToWords, WordsToHost
+from .requant import Requantizer
+
+__all__ = ["Accelerator"]
+
+
+class Accelerator(wiring.Component):
+    """An R x C INT8 GEMM accelerator speaking ISA v1 (``docs/isa.md``) over two streams.
+
+    ::
+
+        i ─► HostToWords ─► Controller ─► WordsToHost ─► o
+                              │    ▲
+                     feed ────┘    └──── Requantizer ◄── SystolicArray ◄── feed
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+
+    Members
+    -------
+    i : :py:`In(stream.Signature(config.host_width))`
+        Commands and load data, plain unsigned beats.
+    o : :py:`Out(stream.Signature(config.host_width))`
+        Responses (ID, STATUS, STORE data).
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
+        self._config = config
+        self._array = SystolicArray(config.rows, config.cols, config.acc_width)
+        self._requant = Requantizer(config.cols, config.acc_width, config.rounding)
+        super().__init__({
+            "i": In(stream.Signature(config.host_width)),
+            "o": Out(stream.Signature(config.host_width)),
+        })
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def array_latency(self):
+        """Cycles from a tile's ``last`` beat entering the array to its first output row."""
+        return self._array.latency
+
+    @property
+    def requant_latency(self):
+        """Pipeline depth of the requantizer."""
+        return self._requant.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        m.submodules.host_in = host_in = HostToWords(c.host_width)
+        m.submodules.host_out = host_out = WordsToHost(c.host_width)
+        m.submodules.controller = controller = Controller(c)
+        m.submodules.array = array = self._array
+        m.submodules.requant = requant = self._requant
+
+        wiring.connect(m, wiring.flipped(self.i), host_in.i)
+        wiring.connect(m, host_in.o, controller.i)
+        wiring.connect(m, controller.o, host_out.i)
+        wiring.connect(m, host_out.o, wiring.flipped(self.o))
+        wiring.connect(m, controller.feed, array.i)
+        wiring.connect(m, array.o, controller.acc)
+        wiring.connect(m, controller.rq, requant.i)
+        wiring.connect(m, requant.o, controller.res)
+        return m

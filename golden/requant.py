@@ -31,8 +31,8 @@ def activation_range(activation, scale, zero_point):
     def q(x):
         # TFLite: zero_point + TfLiteRound(x / scale) with float scale: the division and the
         # rounding (half away from zero) happen in float32.
-        v = np.float32(x) / np.float32(scale)
-        return z + int(np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)))
+        v = float(np.float32(x) / np.float32(scale))
+        return z + int(np.sign(v) * np.floor(abs(v) + 0.5))  # exact in double
 
     if activation == "NONE":
         return -128, 127

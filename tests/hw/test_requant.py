@@ -46,7 +46,7 @@ def _layers(rng, count):
 
 
 def random_case(rng, beats, lanes, acc_width=32, rounding="double", n_layers=8):
-    """Random beats: full-range and near-threshold totals, M0 mostly in [2**30, 2**31 - 1].
+    """Random beats: full-range and near-clamp totals, M0 mostly in [2**30, 2**31 - 1].
 
     Returns a dict of int64 arrays: ``acc``, ``bias``, ``m0``, ``shift`` of shape
     (beats, lanes) and ``layer`` (beats,) indexing ``layers`` (n_layers, 3).
@@ -57,9 +57,12 @@ def random_case(rng, beats, lanes, acc_width=32, rounding="double", n_layers=8):
     m0 = rng.integers(M0_MIN, INT32_MAX, size=shape, endpoint=True)
     pick = rng.random(shape)
     m0 = np.select([pick < 0.02, pick < 0.04, pick < 0.06], [0, INT32_MAX, M0_MIN], m0)
-    # Half the totals are uniform over int32 (mostly saturating or zero after scaling);
-    # the other half are aimed at outputs in [-300, 300] so rounding and clamping matter.
-    target = rng.uniform(-300, 300, size=shape)
+    layers = _layers(rng, n_layers)
+    layer = rng.integers(0, n_layers, size=beats)
+    z_out, act_min, act_max = (layers[layer, i, None] for i in range(3))
+    # Half the totals are uniform over int32 (mostly clamped or zero after scaling); the
+    # other half are aimed just around the clamp range so rounding and clamping matter.
+    target = rng.uniform(act_min - 4, act_max + 4, size=shape) - z_out
     aimed = np.rint(target * 2.0 ** (31 - shift) / np.maximum(m0, 1))
     aimed = np.clip(aimed, INT32_MIN, INT32_MAX).astype(np.int64)
     aimed += rng.integers(-2, 2, size=shape, endpoint=True)
@@ -67,8 +70,7 @@ def random_case(rng, beats, lanes, acc_width=32, rounding="double", n_layers=8):
     total = np.clip(np.where(rng.random(shape) < 0.5, uniform, aimed), INT32_MIN, INT32_MAX)
     acc, bias = _split_total(rng, total, acc_width)
     return {
-        "acc": acc, "bias": bias, "m0": m0, "shift": shift,
-        "layer": rng.integers(0, n_layers, size=beats), "layers": _layers(rng, n_layers),
+        "acc": acc, "bias": bias, "m0": m0, "shift": shift, "layer": layer, "layers": layers,
     }
 
 

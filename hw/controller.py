@@ -366,7 +366,7 @@ class Controller(wiring.Component):
         remaining = Signal(32)
         drop = Signal()
         load_addr = Signal(32)
-        lane_word = Signal(range(max(words_per_lanes(R), words_per_lanes(C))))
+        lane_word = Signal(range(max(words_per_lanes(R), words_per_lanes(C), 2)))
         channel = Signal(range(C))
         field = Signal(range(PAR_WORDS_PER_CHANNEL))
         bias = Signal(32)

@@ -71,7 +71,7 @@ class HostToWords(wiring.Component):
             with m.If(self.o.valid & self.o.ready):
                 m.d.sync += full.eq(0)
             with m.If(self.i.valid & self.i.ready):
-                m.d.sync += shreg.eq(self.i.payload.as_value().shift_left(32 - w)
+                m.d.sync += shreg.eq(self.i.payload.shift_left(32 - w)
                                      | shreg.shift_right(w))
                 with m.If(count == beats - 1):
                     m.d.sync += [count.eq(0), full.eq(1)]

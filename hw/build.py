@@ -1,0 +1,176 @@
+"""Generate the accelerator's Verilog and a manifest describing it.
+
+Usage: ``python -m hw.build --pe 16x16 [--out build/]``; ``--help`` lists every option.
+Writes ``DIR/qmac_RxC.v`` (top module ``qmac_top``) and ``DIR/manifest.json``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from amaranth import Shape
+
+from .config import HOST_WIDTHS, AcceleratorConfig, parse_pe
+from .isa import ISA_VERSION, words_per_lanes
+
+__all__ = ["TOP_MODULE", "generate", "manifest", "main"]
+
+TOP_MODULE = "qmac_top"
+_DEFAULTS = AcceleratorConfig()
+
+
+def _ports(top):
+    """The top module's ports as Verilog names them: clock and reset, then the streams."""
+    ports = [
+        {"name": "clk", "direction": "input", "width": 1},
+        {"name": "rst", "direction": "input", "width": 1},
+    ]
+    for path, member in top.signature.members.flatten():
+        if member.is_port:
+            ports.append({
+                "name": "__".join(map(str, path)),
+                "direction": "input" if member.flow.name == "In" else "output",
+                "width": Shape.cast(member.shape).width,
+            })
+    return ports
+
+
+def _buffers(config):
+    c = config
+    par_bits = c.cols * (32 + 32 + 6)
+    sizes = {
+        "act": (c.act_depth, 8 * c.rows, words_per_lanes(c.rows)),
+        "wgt": (c.wgt_depth, 8 * c.cols, words_per_lanes(c.cols)),
+        "par": (c.par_depth, par_bits, 3 * c.cols),
+        "out": (c.out_depth, 8 * c.cols, words_per_lanes(c.cols)),
+    }
+    return {name: {"banks": 2, "words_per_bank": depth, "bits_per_word": bits,
+                   "host_words_per_word": host_words, "total_bits": 2 * depth * bits}
+            for name, (depth, bits, host_words) in sizes.items()}
+
+
+def manifest(config, top, *, verilog_name, seconds):
+    """The description of one build, as written to ``manifest.json``."""
+    from amaranth import __version__ as amaranth_version
+
+    c = config
+    return {
+        "top_module": TOP_MODULE,
+        "verilog": verilog_name,
+        "isa_version": ISA_VERSION,
+        "config": c.to_dict(),
+        "ports": _ports(top),
+        "buffers": _buffers(c),
+        "peak_macs_per_cycle": c.peak_macs_per_cycle,
+        "latency": {
+            "array": top.array_latency,
+            "requantizer": top.requant_latency,
+        },
+        "generated": {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 2),
+            "amaranth": amaranth_version,
+        },
+    }
+
+
+def generate(config, out_dir):
+    """Write the Verilog and the manifest of ``config`` into ``out_dir``; return the manifest."""
+    from amaranth.back import verilog
+
+    from .top import Accelerator
+
+    start = time.monotonic()
+    top = Accelerator(config)
+    text = verilog.convert(top, name=TOP_MODULE, emit_src=False)
+    seconds = time.monotonic() - start
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"qmac_{config.rows}x{config.cols}.v"
+    (out_dir / name).write_text(text)
+    info = manifest(config, top, verilog_name=name, seconds=seconds)
+    (out_dir / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage block: the message names the bad argument.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _pe(text):
+    try:
+        return parse_pe(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _int(text):
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+
+
+def _parser():
+    p = _Parser(
+        prog="python -m hw.build",
+        description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
+                    f"{TOP_MODULE}) and a manifest.json describing the build.")
+    p.add_argument("--pe", type=_pe, required=True, metavar="RxC",
+                   help="PE array size, rows x columns, each 1..64 (e.g. 16x16)")
+    p.add_argument("--acc-width", type=_int, default=_DEFAULTS.acc_width, metavar="N",
+                   help=f"accumulator bits, 16..32 (default {_DEFAULTS.acc_width})")
+    p.add_argument("--rounding", choices=("double", "single"), default=_DEFAULTS.rounding,
+                   help="requantizer rounding: TFLite's default double rounding or "
+                        "TFLITE_SINGLE_ROUNDING (default %(default)s)")
+    p.add_argument("--host-width", type=_int, default=_DEFAULTS.host_width, metavar="W",
+                   help=f"bits per host stream beat, one of {', '.join(map(str, HOST_WIDTHS))}"
+                        f" (default {_DEFAULTS.host_width})")
+    for name, what in (("act", "activation words (R int8) per bank"),
+                       ("wgt", "weight words (C int8) per bank"),
+                       ("par", "parameter groups (C channels) per bank"),
+                       ("out", "output words (C int8) per bank")):
+        default = getattr(_DEFAULTS, f"{name}_depth")
+        p.add_argument(f"--{name}-depth", type=_int, default=default, metavar="WORDS",
+                       help=f"{what} (default {default})")
+    p.add_argument("--out", type=Path, default=Path("build"), metavar="DIR",
+                   help="output directory (default build/)")
+    return p
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    rows, cols = args.pe
+    try:
+        config = AcceleratorConfig(
+            rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
+            host_width=args.host_width, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
+            par_depth=args.par_depth, out_depth=args.out_depth)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out must be a directory, not the file {str(args.out)!r}")
+    try:
+        info = generate(config, args.out)
+    except OSError as exc:
+        print(f"{parser.prog}: error: cannot write to {str(args.out)!r}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    kbits = sum(b["total_bits"] for b in info["buffers"].values()) / 1024
+    print(f"qmac {rows}x{cols}: {info['peak_macs_per_cycle']} MACs/cycle, acc {config.acc_width}"
+          f" bits, {config.rounding} rounding, host {config.host_width} bits, "
+          f"buffers {kbits:.0f} kbit, latency array {info['latency']['array']} + requantizer "
+          f"{info['latency']['requantizer']} cycles")
+    print(f"wrote {args.out / info['verilog']} and {args.out / 'manifest.json'} "
+          f"in {info['generated']['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

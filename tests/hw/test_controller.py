@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 
 from golden.requant import requantize
 from hw.config import AcceleratorConfig
+from hw.controller import Controller
 from hw.isa import ISA_VERSION, MAGIC, Error, Op, header, words_per_lanes
 from hw.top import Accelerator
 from tests.hw.streams import recv, send
@@ -304,3 +305,26 @@ def test_utilization_back_to_back_tiles():
     ideal = 2 * 2 * k
     overhead = cycles - ideal
     assert 0 < overhead <= 2 + 1 + c.cols + 4 + c.rows + 1 + 8 + 2, cycles
+
+
+@pytest.mark.parametrize("host_width", [8, 64, 128])
+def test_host_widths(host_width):
+    """Words cross narrow and wide host streams; every response ends its own beat."""
+    from tests.hw.test_host import responses_to_beats, words_to_beats
+
+    c = AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=3, out_depth=16,
+                          host_width=host_width)
+    rng = np.random.default_rng(8)
+    x, w, bias, m0, shift = gemm_case(c, rng, 1, 2, 3)
+    words, n_out = gemm_program(c, x, w, bias, m0, shift)
+    words = STATUS + words + ID
+    words += [0] * (-len(words) % max(1, host_width // 32))   # NOP padding
+    c32 = AcceleratorConfig(**{**c.to_dict(), "host_width": 32})
+    responses = [[0, 0, 0, 0], None, Controller(c32).id_words()]
+    expected_words = run(c32, words, 4 + n_out + 10)
+    responses[1] = expected_words[4:4 + n_out]
+    expected = responses_to_beats(responses, host_width)
+    beats = run(c, words_to_beats(words, host_width), len(expected), p_idle=0.2, p_stall=0.2)
+    assert beats == expected
+    y = decode_output(c, responses[1], c.rows, 2 * c.cols)
+    np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))

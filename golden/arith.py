@@ -78,7 +78,8 @@ def quantize_multiplier(real_multiplier, *, rounding="double"):
 def saturating_rounding_doubling_high_mul(a, b):
     """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 arrays (broadcast).
 
-    Returns the high 32 bits of ``2 * a * b`` rounded half away from zero, saturating
+    Returns the high 32 bits of ``2 * a * b`` rounded to nearest with ties toward +inf (the nudge,
+    then C truncation: -0.5 -> 0, 0.5 -> 1), saturating
     the single overflow case ``a == b == INT32_MIN`` to ``INT32_MAX``. int32 result.
     """
     a = np.asarray(a, dtype=np.int64)

@@ -13,6 +13,7 @@ __all__ = [
     "ACTIVATIONS",
     "same_padding",
     "conv_padding",
+    "windows",
     "activate",
     "activate_backward",
     "conv2d",
@@ -83,8 +84,15 @@ def activate_backward(dy, y, activation):
     return dy * (y > 0)
 
 
-def _windows(x, kernel, stride, padding):
-    """(B, OH, OW, KH, KW, C) view of the padded input windows, and the padding used."""
+def windows(x, kernel, stride, padding):
+    """Convolution windows of NHWC ``x``, zero padded.
+
+    Returns
+    -------
+    win : ndarray, shape (B, OH, OW, KH, KW, C)
+        A strided view; ``win.reshape(B * OH * OW, -1)`` are im2col rows in OHWI order.
+    pads : ((top, bottom), (left, right))
+    """
     pads, (oh, ow) = conv_padding(x.shape, kernel, stride, padding)
     xp = np.pad(x, ((0, 0), *pads, (0, 0)))
     win = np.lib.stride_tricks.sliding_window_view(xp, kernel, axis=(1, 2))
@@ -124,7 +132,7 @@ def conv2d(x, w, b, stride=(1, 1), padding="SAME"):
     """
     if x.ndim != 4 or w.ndim != 4 or x.shape[3] != w.shape[3]:
         raise ValueError(f"conv2d needs x (B,H,W,I) and w (O,KH,KW,I), not {x.shape}, {w.shape}")
-    win, _ = _windows(x, w.shape[1:3], stride, padding)
+    win, _ = windows(x, w.shape[1:3], stride, padding)
     bsz, oh, ow = win.shape[:3]
     cols = win.reshape(bsz * oh * ow, -1)
     y = cols @ w.reshape(w.shape[0], -1).T + b
@@ -133,7 +141,7 @@ def conv2d(x, w, b, stride=(1, 1), padding="SAME"):
 
 def conv2d_backward(dy, x, w, stride=(1, 1), padding="SAME"):
     """Gradients of :func:`conv2d`: returns ``(dx, dw, db)`` shaped like ``x, w, b``."""
-    win, pads = _windows(x, w.shape[1:3], stride, padding)
+    win, pads = windows(x, w.shape[1:3], stride, padding)
     bsz, oh, ow = win.shape[:3]
     cols = win.reshape(bsz * oh * ow, -1)
     dy2 = dy.reshape(-1, w.shape[0])
@@ -158,13 +166,13 @@ def depthwise_conv2d(x, w, b, stride=(1, 1), padding="SAME"):
     """
     if x.ndim != 4 or w.ndim != 4 or w.shape[0] != 1 or x.shape[3] != w.shape[3]:
         raise ValueError(f"depthwise needs x (B,H,W,C) and w (1,KH,KW,C), not {x.shape}, {w.shape}")
-    win, _ = _windows(x, w.shape[1:3], stride, padding)
+    win, _ = windows(x, w.shape[1:3], stride, padding)
     return np.einsum("bhwijc,ijc->bhwc", win, w[0]) + b
 
 
 def depthwise_conv2d_backward(dy, x, w, stride=(1, 1), padding="SAME"):
     """Gradients of :func:`depthwise_conv2d`: ``(dx, dw, db)``."""
-    win, pads = _windows(x, w.shape[1:3], stride, padding)
+    win, pads = windows(x, w.shape[1:3], stride, padding)
     dw = np.einsum("bhwc,bhwijc->ijc", dy, win)[None]
     db = dy.sum(axis=(0, 1, 2))
     dwin = np.einsum("bhwc,ijc->bhwijc", dy, w[0])

@@ -155,23 +155,25 @@ def adaround_layer(problem, bits, iterations=1000, batch=2048, lam=30.0, warmup=
     norm = max(reconstruction_error(problem, nearest), np.finfo(float).tiny)
     rows = problem.x.shape[0]
     start = int(warmup * iterations)
-    for it in range(int(iterations)):
-        idx = rng.integers(0, rows, min(batch, rows))
-        h, dh = rectified_sigmoid(opt.params["v"])
-        q = base + h
-        inside = (q >= qmin) & (q <= qmax)
-        w_soft = problem.s * np.clip(q, qmin, qmax)
-        y = problem.output(w_soft, idx)
-        d = y - problem.target[idx]
-        dy = 2.0 * d / (len(idx) * norm)
-        if problem.activation == "RELU":
-            dy = dy * (y > 0)
-        grad_h = problem.weight_grad(dy, idx) * problem.s * inside
-        if it >= start:
-            b = beta[1] + (beta[0] - beta[1]) * (1.0 - (it - start) / max(iterations - start, 1))
-            t = 2.0 * h - 1.0
-            grad_h = grad_h - lam / h.size * b * np.abs(t) ** (b - 1.0) * np.sign(t) * 2.0
-        opt.step({"v": grad_h * dh}, lr)
+    # The products are small (thousands of rows, at most hundreds of columns): one BLAS
+    # thread is faster than several and the result cannot depend on the thread count.
+    with threadpool_limits(1, "blas"):
+        for it in range(int(iterations)):
+            idx = rng.integers(0, rows, min(batch, rows))
+            h, dh = rectified_sigmoid(opt.params["v"])
+            q = base + h
+            inside = (q >= qmin) & (q <= qmax)
+            y = problem.output(problem.s * np.clip(q, qmin, qmax), idx)
+            dy = 2.0 * (y - problem.target[idx]) / (len(idx) * norm)
+            if problem.activation == "RELU":
+                dy = dy * (y > 0)
+            grad_h = problem.weight_grad(dy, idx) * problem.s * inside
+            if it >= start:
+                left = 1.0 - (it - start) / max(iterations - start, 1)
+                b = beta[1] + (beta[0] - beta[1]) * left
+                t = 2.0 * h - 1.0
+                grad_h = grad_h - lam / h.size * b * np.abs(t) ** (b - 1.0) * np.sign(t) * 2.0
+            opt.step({"v": grad_h * dh}, lr)
     h, _ = rectified_sigmoid(opt.params["v"])
     codes = np.clip(base + (h >= 0.5), qmin, qmax).astype(np.int64)
     return codes, h
@@ -202,9 +204,7 @@ def adaround(model, x, iterations=1000, seed=0, stream=sys.stderr):
     _, facts = model.net.forward(x, keep=True)
     errors = {}
     layers = model.weighted()
-    # The products are small (thousands of rows, at most hundreds of columns): one BLAS
-    # thread is faster than several and the result cannot depend on the thread count.
-    with Progress(len(layers), "adaround", stream) as bar, threadpool_limits(1, "blas"):
+    with Progress(len(layers), "adaround", stream) as bar:
         for i, n in enumerate(layers):
             _, qacts = model.simulate(x, keep=True)
             prob = layer_problem(model, n, qacts[n.inputs[0]], facts[n.name])

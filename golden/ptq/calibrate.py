@@ -41,6 +41,7 @@ __all__ = [
     "mse_range",
     "kl_range",
     "estimate_range",
+    "calibration_set",
 ]
 
 METHODS = ("minmax", "ema", "percentile", "mse", "kl")
@@ -217,3 +218,22 @@ def estimate_range(method, batches):
     if method == "kl":
         return kl_range(batches)
     raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+
+
+def calibration_set(x_train, n=512, seed=0):
+    """The first ``n`` training samples of a seeded permutation (all if fewer).
+
+    Parameters
+    ----------
+    x_train : ndarray, shape (N, ...)
+    n : int
+    seed : int
+
+    Returns
+    -------
+    ndarray, shape (min(n, N), ...)
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, not {n!r}")
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    return x_train[np.sort(order[: int(n)])]

@@ -1,0 +1,130 @@
+"""Command line: quantize a reference network to an int8 .tflite, or write the report.
+
+    python -m golden.ptq --model cnn --calib kl --weights channel --bits 8 --out cnn.tflite
+    python -m golden.ptq --model cnn --calib minmax --weights channel --bits 4 \\
+        --cle --bias-correction --adaround --out cnn_w4.tflite
+    python -m golden.ptq --report
+
+Bad options are one line on stderr and exit status 2.
+"""
+
+import argparse
+import sys
+
+from threadpoolctl import threadpool_limits
+
+from ..nets import MODELS, load
+from ..nets.train import accuracy as float_accuracy
+from . import calibrate as cal
+from .quantizer import BITS, Config, accuracy, quantize_model
+from .report import dataset, generate
+from .weights import GRANULARITIES, RANGES
+
+__all__ = ["main"]
+
+REPORT_PATH = "docs/ptq-results.md"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, like golden.run; the usage is one --help away.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _bits(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from {BITS.start} to {BITS.stop - 1}, not {text!r}")
+    return value
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return value
+
+
+def _parser():
+    p = _Parser(
+        prog="python -m golden.ptq",
+        description="Post-training quantization of the digits reference networks into "
+                    "golden int8 networks: calibrate activation ranges, quantize weights "
+                    "(optionally with cross-layer equalization, bias correction and "
+                    "AdaRound), print float and integer top-1 on the held-out split and "
+                    "export a .tflite file. Or, with --report, run every recipe and write "
+                    f"{REPORT_PATH}.",
+        epilog="Activations are always int8 (asymmetric); --bits sets the weight width, "
+               f"{BITS.start}..{BITS.stop - 1}, with codes stored as int8. Errors are one "
+               "line on stderr and exit status 2.")
+    p.add_argument("--model", choices=MODELS, default="cnn", help="network (default: cnn)")
+    p.add_argument("--calib", choices=cal.METHODS, default="minmax",
+                   help="activation range method (default: minmax)")
+    p.add_argument("--weights", choices=GRANULARITIES, default="channel",
+                   help="weight scale granularity (default: channel)")
+    p.add_argument("--bits", type=_bits, default=8, metavar="N",
+                   help=f"weight bits, {BITS.start}..{BITS.stop - 1} (default: 8)")
+    p.add_argument("--weight-range", choices=RANGES, default="minmax",
+                   help="weight scale from the largest magnitude or the least squared "
+                        "error clip (default: minmax)")
+    p.add_argument("--cle", action="store_true",
+                   help="cross-layer equalization and high-bias absorption")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="empirical bias correction on the calibration data")
+    p.add_argument("--adaround", action="store_true", help="AdaRound the weights")
+    p.add_argument("--adaround-iterations", type=_positive, default=Config().adaround_iterations,
+                   metavar="N", help="Adam steps per layer (default: %(default)s)")
+    p.add_argument("--calib-samples", type=_positive, default=512, metavar="N",
+                   help="training samples used for calibration (default: %(default)s)")
+    p.add_argument("--out", metavar="MODEL.tflite", help="write the int8 network here")
+    p.add_argument("--report", action="store_true",
+                   help=f"run the full grid and write {REPORT_PATH} (other options ignored)")
+    p.add_argument("--report-path", default=REPORT_PATH, metavar="PATH",
+                   help="where --report writes (default: %(default)s)")
+    return p
+
+
+def _quantize(args):
+    cfg = Config(args.calib, args.weights, args.bits, args.weight_range, args.cle,
+                 args.bias_correction, args.adaround, args.adaround_iterations)
+    net = load(args.model)
+    calib_x, x, y = dataset(args.model, args.calib_samples)
+    model = quantize_model(net, calib_x, cfg)
+    network = model.to_network()
+    print(f"{args.model}: float top-1 {100 * float_accuracy(net, x, y):.2f}%  "
+          f"int top-1 {100 * accuracy(network, x, y):.2f}%  "
+          f"(W{cfg.bits} {cfg.granularity}, A8 {cfg.calib}, {len(x)} held-out samples)")
+    if args.out:
+        from ..tflite_io import save_tflite
+
+        save_tflite(network, args.out)
+        print(f"{args.model}: wrote {args.out}")
+
+
+def main(argv=None):
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        with threadpool_limits(1, "blas"):
+            if args.report:
+                text = generate()
+                with open(args.report_path, "w", encoding="utf-8") as f:
+                    f.write(text)
+                print(f"wrote {args.report_path}")
+            else:
+                _quantize(args)
+    except (ValueError, OSError) as e:
+        print(f"golden.ptq: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

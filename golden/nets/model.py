@@ -85,6 +85,7 @@ class FloatNet:
         self.name = name
         self.input_shape = tuple(input_shape)
         self.nodes = list(nodes)
+        self._batch = {}
 
     @property
     def output(self):
@@ -107,7 +108,8 @@ class FloatNet:
 
     # -- forward / backward ------------------------------------------------------------
 
-    def _check_input(self, x):
+    def check_input(self, x):
+        """``x`` as float64, refused unless its shape is (B, *input_shape)."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"{self.name}: input must have shape (B, {self.input_shape}), "
@@ -131,11 +133,11 @@ class FloatNet:
         acts : dict of str -> ndarray
             Only when ``keep`` or ``train``: every node's output, plus ``INPUT``.
         """
-        acts = {INPUT: self._check_input(x)}
+        acts = {INPUT: self.check_input(x)}
         # Batch statistics of a training pass, which the backward pass needs.
         self._batch = {}
         for n in self.nodes:
-            y = self._apply(n, [acts[i] for i in n.inputs], train, self._batch)
+            y = self.pre_activation(n, [acts[i] for i in n.inputs], train, self._batch)
             acts[n.name] = L.activate(y, n.activation)
         if keep or train:
             return acts[self.output], acts
@@ -145,7 +147,12 @@ class FloatNet:
         return self.forward(x)
 
     @staticmethod
-    def _apply(n, xs, train=False, batch=None):
+    def pre_activation(n, xs, train=False, batch=None):
+        """Output of node ``n`` on inputs ``xs`` (list of arrays) before its activation.
+
+        With ``train``, a batch norm uses and records (in ``batch``) batch statistics
+        and updates its running averages.
+        """
         p, o = n.params, n.options
         x = xs[0]
         if n.kind == "conv":

@@ -33,7 +33,7 @@ def preactivations(model, x):
     _, qacts = model.simulate(x, keep=True)
     float_pre, quant_pre = {}, {}
     for n in model.weighted():
-        float_pre[n.name] = model.net._apply(n, [facts[n.inputs[0]]])
+        float_pre[n.name] = model.net.pre_activation(n, [facts[n.inputs[0]]])
         quant_pre[n.name] = model.layer(n, qacts[n.inputs[0]], pre=True)
     return float_pre, quant_pre
 
@@ -75,7 +75,7 @@ def correct_bias(model, x, stream=sys.stderr):
     with Progress(len(layers), "bias correction", stream) as bar:
         for n in layers:
             _, qacts = model.simulate(x, keep=True)
-            want = model.net._apply(n, [facts[n.inputs[0]]])
+            want = model.net.pre_activation(n, [facts[n.inputs[0]]])
             got = model.layer(n, qacts[n.inputs[0]], pre=True)
             model.bias[n.name] = model.bias[n.name] + _channel_mean(want - got)
             bar.update()

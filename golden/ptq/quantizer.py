@@ -258,7 +258,7 @@ class QuantModel:
         y : ndarray, the output (B, ...)
         acts : dict of str -> ndarray, only with ``keep``
         """
-        acts = {INPUT: _fake_quant(self.net._check_input(x), self.act[INPUT])}
+        acts = {INPUT: _fake_quant(self.net.check_input(x), self.act[INPUT])}
         for n in self.net.nodes:
             xs = [acts[i] for i in n.inputs]
             if n.kind in WEIGHTED:

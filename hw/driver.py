@@ -32,6 +32,7 @@ from .isa import ARGS, ID_WORDS, ISA_VERSION, MAGIC, STATUS_WORDS, Error, Op, he
 __all__ = [
     "AcceleratorError", "DeviceId", "Status", "Step", "Plan", "Program", "Driver",
     "pack_lanes", "unpack_lanes", "words_per_beat", "pad_to_beats", "split_responses",
+    "command_spans",
     "cmd_nop", "cmd_id", "cmd_status", "cmd_clear", "cmd_load_act", "cmd_load_wgt",
     "cmd_load_par", "cmd_compute", "cmd_store", "layer_word",
     "parse_id", "parse_status", "multipliers", "layer_multipliers",
@@ -97,6 +98,30 @@ def split_responses(words, sizes, host_width):
     if pos != len(words):
         raise AcceleratorError(f"response stream has {len(words)} words; expected {pos}")
     return out
+
+
+def command_spans(words, config):
+    """Commands of an input word stream: list of (Op or None, first word, number of words).
+
+    Illegal opcodes give (None, i, 1); a LOAD's span includes its data words.
+    """
+    words = np.asarray(words, dtype=np.uint32)
+    per_item = {Op.LOAD_ACT: -(-config.rows // 4), Op.LOAD_WGT: -(-config.cols // 4),
+                Op.LOAD_PAR: 3 * config.cols}
+    spans, pos = [], 0
+    while pos < len(words):
+        try:
+            op = Op(int(words[pos]) >> 24)
+        except ValueError:
+            spans.append((None, pos, 1))
+            pos += 1
+            continue
+        size = 1 + ARGS[op]
+        if op in per_item and pos + 2 < len(words):
+            size += int(words[pos + 2]) * per_item[op]
+        spans.append((op, pos, min(size, len(words) - pos)))
+        pos += size
+    return spans
 
 
 def _padded_total(sizes, host_width):

@@ -27,17 +27,29 @@ import numpy as np
 
 from hw.config import AcceleratorConfig, parse_pe
 
-__all__ = ["Run", "RunResult", "build", "run_rtl", "main"]
+__all__ = ["Run", "RunResult", "Measurement", "build", "run_rtl", "measure", "timeline", "main"]
 
 TB_MODULE = "sim.tb.accel_tb"
 RESET_MODES = ("cycle", "in", "out")
 
 
+# sim.harness hands Verilator ``-CFLAGS -O1``, which reaches every C++ file, the __Slow ones
+# included; gcc -O1 then needs over 20 CPU minutes for the VPI symbol-table constructor of an
+# 8x8 design (one function of thousands of statements) where -O0 needs 3 seconds. Only the
+# per-cycle code is worth optimizing: these make variables keep -O1 for it and leave the
+# __Slow files at Verilator's default (no -O).
+_MAKE_OVERRIDES = ("VM_USER_CFLAGS=", "OPT_FAST=-O1", "OPT_GLOBAL=-O1")
+
+
 def build(config):
     """Verilator build of ``hw.top.Accelerator(config)`` (cached by ``sim.harness``)."""
+    import os
+
     from hw.top import Accelerator
     from sim import harness
 
+    flags = os.environ.get("MAKEFLAGS", "").split()
+    os.environ["MAKEFLAGS"] = " ".join(flags + [f for f in _MAKE_OVERRIDES if f not in flags])
     return harness.build(harness.verilog_of(Accelerator(config)))
 
 
@@ -57,13 +69,14 @@ class Run:
 class RunResult:
     """What the RTL answered: response words, cycles of the run, and the cycle (from the
     start of the run) at which each input beat was offered and accepted and each output beat
-    was accepted."""
+    was accepted; ``wall``: seconds the simulation took for it."""
 
     resp: np.ndarray
     cycles: int
     in_offer: np.ndarray
     in_accept: np.ndarray
     out_accept: np.ndarray
+    wall: float
 
 
 def default_timeout(config, words, expect, slack=1.0):
@@ -122,7 +135,273 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
         empty = np.zeros(0, np.int64)
         return [RunResult(out[f"resp_{n}"], int(out[f"cycles_{n}"]),
                           out.get(f"in_offer_{n}", empty), out.get(f"in_accept_{n}", empty),
-                          out.get(f"out_accept_{n}", empty)) for n in range(len(runs))]
+                          out.get(f"out_accept_{n}", empty), float(out.get(f"wall_{n}", 0)))
+                for n in range(len(runs))]
     finally:
         if own:
             tmp.cleanup()
+
+
+# --- measurement -------------------------------------------------------------------------
+
+def _beat_of_word(config, word):
+    """Index of the last input beat that carries (part of) word ``word``."""
+    w = config.host_width
+    return word // (w // 32) if w >= 32 else (word + 1) * (32 // w) - 1
+
+
+@dataclass
+class Measurement:
+    """One layer on the RTL: what STATUS and the testbench saw."""
+
+    name: str
+    m: int
+    k: int
+    n: int
+    computes: int
+    ideal: int
+    compute: int         # STATUS: cycles of the (last) COMPUTE
+    total: int           # the whole run, first input beat to last response beat
+    in_words: int
+    out_words: int
+    phases: dict         # where the cycles went, see :func:`timeline`
+    speed: float         # simulated cycles per wall-clock second
+    exact: bool
+
+    @property
+    def utilization(self):
+        return self.ideal / self.compute if self.computes == 1 and self.compute else None
+
+
+def timeline(config, program, result):
+    """Where a run's cycles went, from the handshake timestamps of the testbench.
+
+    Returns a dict of cycle counts: ``load`` (first beat until the first COMPUTE is
+    accepted), ``compute_tb`` (first COMPUTE accepted until the last STORE is accepted, which
+    the interlock holds until that COMPUTE is done), ``store`` (last STORE accepted until the
+    last response beat), ``first_out`` (last STORE accepted until its first beat),
+    ``in_stall`` per command kind (cycles the DUT held ``i.ready`` low against an offered
+    beat), ``out_gap`` (cycles without ``o.valid`` inside the response stream).
+    """
+    from hw import driver as drv
+    from hw.isa import Op
+
+    spans = drv.command_spans(program.words, config)
+    stall = np.maximum(result.in_accept - result.in_offer - 1, 0)
+    by_kind = {}
+    for op, start, size in spans:
+        first, last = _beat_of_word(config, start - 1) + 1, _beat_of_word(config,
+                                                                           start + size - 1)
+        kind = op.name if op is not None else "ILLEGAL"
+        by_kind[kind] = by_kind.get(kind, 0) + int(stall[first:last + 1].sum())
+    computes = [s for s in spans if s[0] == Op.COMPUTE]
+    stores = [s for s in spans if s[0] == Op.STORE]
+    accept = result.in_accept
+
+    def accepted(span):
+        return int(accept[_beat_of_word(config, span[1] + span[2] - 1)])
+
+    out = result.out_accept
+    phases = {"load": accepted(computes[0]), "compute_tb": accepted(stores[-1])
+              - accepted(computes[0]), "store": int(out[-1]) - accepted(stores[-1]),
+              "first_out": int(out[_first_beat_of_last_store(config, program)])
+              - accepted(stores[-1]),
+              "in_stall": by_kind,
+              "out_gap": int(out[-1] - out[0] + 1 - len(out))}
+    return phases
+
+
+def _first_beat_of_last_store(config, program):
+    from hw import driver as drv
+
+    wpb = drv.words_per_beat(config.host_width)
+    per = max(1, 32 // config.host_width)
+    before = [size for kind, size in program.responses]
+    stores = [i for i, (kind, _) in enumerate(program.responses) if kind == "store"]
+    words = sum(s + (-s % wpb) for s in before[:stores[-1]])
+    return words // wpb * per if config.host_width >= 32 else words * per
+
+
+def measure(config, layers, *, build_dir=None, workdir=None):
+    """Compile ``layers`` [(name, program, golden result)], run them back to back on one
+    simulation without backpressure, and measure each."""
+    from hw import driver as drv
+
+    runs = [Run(p.words, p.expected_response_words) for _, p, _ in layers]
+    results = run_rtl(config, runs, build_dir=build_dir, workdir=workdir)
+    out = []
+    for (name, program, want), result in zip(layers, results, strict=True):
+        try:
+            got = program.decode(result.resp)
+            exact = bool(np.array_equal(got, want))
+        except drv.AcceleratorError:
+            exact = False
+        status = program.status(result.resp)
+        plan = program.plan
+        out.append(Measurement(
+            name, plan.m, plan.k, plan.n, len(plan.steps), plan.ideal_cycles,
+            status.compute_cycles, result.cycles, len(program.words),
+            program.expected_response_words, timeline(config, program, result),
+            result.cycles / result.wall if result.wall else 0.0, exact))
+    return out
+
+
+def random_gemm(config, m, k, n, rng):
+    """A full-range random GEMM layer and its golden result."""
+    from golden.ops import gemm
+    from golden.requant import requantize
+    from hw import driver as drv
+
+    x = rng.integers(-128, 128, (m, k), dtype=np.int8)
+    w = rng.integers(-127, 128, (k, n), dtype=np.int8)
+    bias = rng.integers(-2 ** 20, 2 ** 20, n)
+    m0, shift = drv.multipliers(config, np.exp2(rng.uniform(-10, -4, n)) / np.sqrt(k))
+    z_out = int(rng.integers(-20, 20))
+    args = (x, w, bias, m0, shift, z_out, -128, 127)
+    program = drv.compile_gemm(config, *args, strategy="fewest")
+    acc = gemm(x, np.ascontiguousarray(w.T), acc_width=config.acc_width)
+    return program, requantize(acc, bias, m0, shift, z_out, rounding=config.rounding)
+
+
+def cnn_layers(config, rng):
+    """GEMMs of the digits CNN (``golden.nets.zoo.cnn``) and of the shapes a bigger digits
+    CNN has, as conv2d / fully-connected programs with golden results."""
+    from golden.ops import conv2d, fully_connected
+    from hw import driver as drv
+
+    def conv(name, hw, cin, cout, kernel):
+        x = rng.integers(-128, 128, (1, hw, hw, cin), dtype=np.int8)
+        w = rng.integers(-127, 128, (cout, kernel, kernel, cin), dtype=np.int8)
+        bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+        m0, shift = drv.layer_multipliers(config, 0.02, rng.uniform(0.002, 0.02, cout), 0.05)
+        kw = dict(z_in=-5, z_out=-128, padding="SAME", act_min=-128, act_max=127)
+        program = drv.compile_conv2d(config, x, w, bias, m0, shift, strategy="fewest", **kw)
+        return name, program, conv2d(x, w, bias, m0, shift, rounding=config.rounding, **kw)
+
+    def fc(name, k, n):
+        x = rng.integers(-128, 128, (1, k), dtype=np.int8)
+        w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+        bias = rng.integers(-5000, 5000, n).astype(np.int32)
+        m0, shift = drv.layer_multipliers(config, 0.02, rng.uniform(0.002, 0.02, n), 0.1)
+        kw = dict(z_in=3, z_out=7)
+        program = drv.compile_fully_connected(config, x, w, bias, m0, shift,
+                                              strategy="fewest", **kw)
+        return name, program, fully_connected(x, w, bias, m0, shift, rounding=config.rounding,
+                                              **kw)
+
+    return [
+        conv("c1 conv3x3 1->16 8x8", 8, 1, 16, 3),
+        conv("pw1 conv1x1 16->16 8x8", 8, 16, 16, 1),
+        conv("conv3x3 16->32 8x8", 8, 16, 32, 3),
+        conv("c2 conv3x3 16->32 4x4", 4, 16, 32, 3),
+        conv("conv1x1 32->32 4x4", 4, 32, 32, 1),
+        fc("fc 32->10", 32, 10),
+        fc("fc 512->10", 512, 10),
+    ]
+
+
+def format_table(config, rows):
+    head = (f"{'layer':<24} {'M':>5} {'K':>5} {'N':>5} {'ideal':>8} {'compute':>8} "
+            f"{'util':>7} {'total':>8} {'in w':>7} {'out w':>7} {'cyc/s':>7} {'exact':>5}")
+    lines = [f"accelerator {config.rows}x{config.cols}, host {config.host_width} bit, "
+             f"acc {config.acc_width} bit, {config.rounding} rounding", head,
+             "-" * len(head)]
+    for r in rows:
+        util = f"{100 * r.utilization:6.1f}%" if r.utilization is not None else "    n/a"
+        lines.append(f"{r.name:<24} {r.m:>5} {r.k:>5} {r.n:>5} {r.ideal:>8} {r.compute:>8} "
+                     f"{util} {r.total:>8} {r.in_words:>7} {r.out_words:>7} "
+                     f"{r.speed:>7.0f} {'yes' if r.exact else 'NO':>5}")
+    return "\n".join(lines)
+
+
+def format_phases(r):
+    stalls = ", ".join(f"{k} {v}" for k, v in sorted(r.phases["in_stall"].items()) if v)
+    p = r.phases
+    return (f"{r.name}: load {p['load']} cycles (until COMPUTE accepted), compute "
+            f"{p['compute_tb']} (COMPUTE accepted -> last STORE accepted; STATUS {r.compute}, "
+            f"ideal {r.ideal}, overhead {r.compute - r.ideal}), store {p['store']} (first "
+            f"beat after {p['first_out']}, {p['out_gap']} gap cycles), total {r.total}; "
+            f"input stalls: {stalls or 'none'}")
+
+
+# --- command line ------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _pe(text):
+    try:
+        return parse_pe(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return v
+
+
+def _parser():
+    p = _Parser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Builds are cached in sim_build/ (a 16x16 build takes about a minute).")
+    sub = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--pe", type=_pe, default=(16, 16), metavar="RxC",
+                        help="PE array, e.g. 16x16 (default)")
+    common.add_argument("--host-width", type=int, default=32, choices=(8, 16, 32, 64, 128),
+                        help="host stream bits per beat (default 32)")
+    common.add_argument("--acc-width", type=int, default=32, help="accumulator bits")
+    common.add_argument("--rounding", choices=("double", "single"), default="double")
+    common.add_argument("--seed", type=int, default=0, help="random operands' seed")
+    g = sub.add_parser("gemm", parents=[common], help="one random GEMM, operands resident",
+                       description="Random full-range GEMM Y = requantize(X[M,K] @ W[K,N]).")
+    for dim in ("m", "k", "n"):
+        g.add_argument(f"--{dim}", type=_positive, default=256, help="default 256")
+    sub.add_parser("layers", parents=[common], help="the GEMMs of the digits CNN",
+                   description="conv / FC layers of the digits CNN, one after the other.")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        config = AcceleratorConfig(rows=args.pe[0], cols=args.pe[1], acc_width=args.acc_width,
+                                   rounding=args.rounding, host_width=args.host_width)
+    except ValueError as exc:
+        _parser().error(str(exc))
+    rng = np.random.default_rng(args.seed)
+    try:
+        if args.what == "gemm":
+            program, want = random_gemm(config, args.m, args.k, args.n, rng)
+            layers = [(f"gemm {args.m}x{args.k}x{args.n}", program, want)]
+        else:
+            layers = cnn_layers(config, rng)
+    except ValueError as exc:     # K too large for the banks, accumulator overflow
+        _parser().error(str(exc))
+    started = time.perf_counter()
+    build_dir = build(config)
+    built = time.perf_counter() - started
+    rows = measure(config, layers, build_dir=build_dir)
+    print(format_table(config, rows))
+    print()
+    for r in rows:
+        print(format_phases(r))
+    print(f"\nbuild {built:.1f} s (cached after the first), simulation "
+          f"{sum(r.total for r in rows)} cycles")
+    if not all(r.exact for r in rows):
+        print("MISMATCH against the golden model", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

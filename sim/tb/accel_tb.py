@@ -15,7 +15,7 @@ It writes ``OUT`` (.npz) with, per run, ``resp_n`` (response words; a few extra 
 the RTL sent more than expected), ``cycles_n`` (clock cycles of the run), and the cycle of
 every accepted input beat ``in_accept_n`` / output beat ``out_accept_n`` plus the cycle each
 input beat was first offered ``in_offer_n`` (their difference is handshake stall), all
-counted from the start of the run.
+counted from the start of the run, and ``wall_n``, the run's wall-clock seconds.
 
 Python stays off the per-cycle path where it can: a driver wakes up only around its own
 handshakes (once after the clock edge to drive, once in the read-only phase to sample),
@@ -25,6 +25,7 @@ sleeps through whole gaps and stalls with ``ClockCycles``, and while the DUT is 
 
 import os
 import random
+import time
 
 import cocotb
 import numpy as np
@@ -244,7 +245,9 @@ async def run_case(dut):
             out[f"resp_{n}"] = np.zeros(0, np.uint32)
             out[f"cycles_{n}"] = 0
             continue
+        wall = time.perf_counter()
         resp, source, sink, cycles = await tb.transact(words, expect, timeout_cycles=timeout)
+        out[f"wall_{n}"] = time.perf_counter() - wall
         out[f"resp_{n}"] = np.asarray(resp, dtype=np.uint32)
         out[f"cycles_{n}"] = cycles
         out[f"in_offer_{n}"] = source.offered

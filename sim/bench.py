@@ -117,6 +117,7 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
     own = workdir is None
     tmp = tempfile.TemporaryDirectory(prefix="accel-") if own else None
     work = Path(tmp.name if own else workdir)
+    work.mkdir(parents=True, exist_ok=True)
     try:
         case = {"runs": len(runs), "seed": seed, "gap_p": gap_p, "gap_max": gap_max,
                 "stall_p": stall_p, "stall_max": stall_max}
@@ -177,38 +178,40 @@ def timeline(config, program, result):
     """Where a run's cycles went, from the handshake timestamps of the testbench.
 
     Returns a dict of cycle counts: ``load`` (first beat until the first COMPUTE is
-    accepted), ``compute_tb`` (first COMPUTE accepted until the last STORE is accepted, which
-    the interlock holds until that COMPUTE is done), ``store`` (last STORE accepted until the
-    last response beat), ``first_out`` (last STORE accepted until its first beat),
-    ``in_stall`` per command kind (cycles the DUT held ``i.ready`` low against an offered
-    beat), ``out_gap`` (cycles without ``o.valid`` inside the response stream).
+    accepted), ``compute_tb`` (first COMPUTE accepted until the first beat of the last
+    STORE's response: the STORE waits for the COMPUTE, so this is the compute time plus the
+    STORE's latency), ``store`` (that first beat until the last one), ``out_gap`` (cycles
+    inside that response without ``o.valid``), and ``stalls``: cycles the DUT held
+    ``i.ready`` low against an offered beat, keyed ``"in X"`` for beats inside command X and
+    ``"after X"`` for the header beat of the next command (X still executing, e.g. a STORE
+    waiting for its COMPUTE and streaming its response).
     """
     from hw import driver as drv
     from hw.isa import Op
 
     spans = drv.command_spans(program.words, config)
     stall = np.maximum(result.in_accept - result.in_offer - 1, 0)
-    by_kind = {}
+    stalls, prev = {}, None
     for op, start, size in spans:
-        first, last = _beat_of_word(config, start - 1) + 1, _beat_of_word(config,
-                                                                           start + size - 1)
-        kind = op.name if op is not None else "ILLEGAL"
-        by_kind[kind] = by_kind.get(kind, 0) + int(stall[first:last + 1].sum())
+        first = _beat_of_word(config, start - 1) + 1 if start else 0
+        last = _beat_of_word(config, start + size - 1)
+        name = op.name if op is not None else "ILLEGAL"
+        if first <= last:
+            if prev is not None:
+                stalls[f"after {prev}"] = stalls.get(f"after {prev}", 0) + int(stall[first])
+            inside = int(stall[first + 1:last + 1].sum())
+            stalls[f"in {name}"] = stalls.get(f"in {name}", 0) + inside
+        prev = name
     computes = [s for s in spans if s[0] == Op.COMPUTE]
-    stores = [s for s in spans if s[0] == Op.STORE]
-    accept = result.in_accept
-
-    def accepted(span):
-        return int(accept[_beat_of_word(config, span[1] + span[2] - 1)])
-
     out = result.out_accept
-    phases = {"load": accepted(computes[0]), "compute_tb": accepted(stores[-1])
-              - accepted(computes[0]), "store": int(out[-1]) - accepted(stores[-1]),
-              "first_out": int(out[_first_beat_of_last_store(config, program)])
-              - accepted(stores[-1]),
-              "in_stall": by_kind,
-              "out_gap": int(out[-1] - out[0] + 1 - len(out))}
-    return phases
+    compute_accepted = int(result.in_accept[_beat_of_word(
+        config, computes[0][1] + computes[0][2] - 1)])
+    store_first = int(out[_first_beat_of_last_store(config, program)])
+    return {"load": compute_accepted, "compute_tb": store_first - compute_accepted,
+            "store": int(out[-1]) - store_first,
+            "out_gap": int(out[-1] - store_first + 1
+                           - (len(out) - _first_beat_of_last_store(config, program))),
+            "stalls": {k: v for k, v in stalls.items() if v}}
 
 
 def _first_beat_of_last_store(config, program):
@@ -216,10 +219,10 @@ def _first_beat_of_last_store(config, program):
 
     wpb = drv.words_per_beat(config.host_width)
     per = max(1, 32 // config.host_width)
-    before = [size for kind, size in program.responses]
-    stores = [i for i, (kind, _) in enumerate(program.responses) if kind == "store"]
-    words = sum(s + (-s % wpb) for s in before[:stores[-1]])
-    return words // wpb * per if config.host_width >= 32 else words * per
+    sizes = [size for _, size in program.responses]
+    last = max(i for i, (kind, _) in enumerate(program.responses) if kind == "store")
+    words = sum(s + (-s % wpb) for s in sizes[:last])
+    return words // wpb if config.host_width >= 32 else words * per
 
 
 def measure(config, layers, *, build_dir=None, workdir=None):
@@ -246,8 +249,8 @@ def measure(config, layers, *, build_dir=None, workdir=None):
     return out
 
 
-def random_gemm(config, m, k, n, rng):
-    """A full-range random GEMM layer and its golden result."""
+def random_gemm(config, m, k, n, rng, strategy="fewest"):
+    """A full-range random GEMM layer, compiled with ``strategy``, and its golden result."""
     from golden.ops import gemm
     from golden.requant import requantize
     from hw import driver as drv
@@ -258,7 +261,7 @@ def random_gemm(config, m, k, n, rng):
     m0, shift = drv.multipliers(config, np.exp2(rng.uniform(-10, -4, n)) / np.sqrt(k))
     z_out = int(rng.integers(-20, 20))
     args = (x, w, bias, m0, shift, z_out, -128, 127)
-    program = drv.compile_gemm(config, *args, strategy="fewest")
+    program = drv.compile_gemm(config, *args, strategy=strategy)
     acc = gemm(x, np.ascontiguousarray(w.T), acc_width=config.acc_width)
     return program, requantize(acc, bias, m0, shift, z_out, rounding=config.rounding)
 
@@ -315,13 +318,16 @@ def format_table(config, rows):
 
 
 def format_phases(r):
-    stalls = ", ".join(f"{k} {v}" for k, v in sorted(r.phases["in_stall"].items()) if v)
     p = r.phases
-    return (f"{r.name}: load {p['load']} cycles (until COMPUTE accepted), compute "
-            f"{p['compute_tb']} (COMPUTE accepted -> last STORE accepted; STATUS {r.compute}, "
-            f"ideal {r.ideal}, overhead {r.compute - r.ideal}), store {p['store']} (first "
-            f"beat after {p['first_out']}, {p['out_gap']} gap cycles), total {r.total}; "
-            f"input stalls: {stalls or 'none'}")
+    stalls = ", ".join(f"{k} {v}" for k, v in sorted(p["stalls"].items())) or "none"
+    if r.computes == 1:
+        compute = f"STATUS: {r.compute} cycles, ideal {r.ideal}, overhead {r.compute - r.ideal}"
+    else:
+        compute = f"{r.computes} COMPUTEs, ideal {r.ideal}; STATUS: the last took {r.compute}"
+    return (f"{r.name}: total {r.total} cycles = load {p['load']} (until the first COMPUTE is "
+            f"accepted) + compute {p['compute_tb']} (until the last STORE's first beat; "
+            f"{compute}) + store {p['store']} ({p['out_gap']} cycles without o.valid). "
+            f"i.ready stalls: {stalls}")
 
 
 # --- command line ------------------------------------------------------------------------
@@ -366,6 +372,10 @@ def _parser():
                        description="Random full-range GEMM Y = requantize(X[M,K] @ W[K,N]).")
     for dim in ("m", "k", "n"):
         g.add_argument(f"--{dim}", type=_positive, default=256, help="default 256")
+    g.add_argument("--strategy", choices=("fewest", "overlap"), default="fewest",
+                   help="fewest: operands resident, as few COMPUTEs as fit (default); "
+                        "overlap: the driver's default chunking, loads and stores hidden "
+                        "behind double-buffered COMPUTEs")
     sub.add_parser("layers", parents=[common], help="the GEMMs of the digits CNN",
                    description="conv / FC layers of the digits CNN, one after the other.")
     return p
@@ -381,7 +391,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     try:
         if args.what == "gemm":
-            program, want = random_gemm(config, args.m, args.k, args.n, rng)
+            program, want = random_gemm(config, args.m, args.k, args.n, rng, args.strategy)
             layers = [(f"gemm {args.m}x{args.k}x{args.n}", program, want)]
         else:
             layers = cnn_layers(config, rng)
@@ -395,7 +405,7 @@ def main(argv=None):
     print()
     for r in rows:
         print(format_phases(r))
-    print(f"\nbuild {built:.1f} s (cached after the first), simulation "
+    print(f"\nelaboration + Verilator build {built:.1f} s (the build is cached), simulation "
           f"{sum(r.total for r in rows)} cycles")
     if not all(r.exact for r in rows):
         print("MISMATCH against the golden model", file=sys.stderr)

@@ -209,4 +209,4 @@ class IsaModel:
             raise UnspecifiedBehaviour("COMPUTE: acc + bias leaves int32") from None
         self.out[ob, out_addr:out_addr + m_tiles * r * n_tiles] = \
             y.reshape(m_tiles * r * n_tiles, cols)
-        self.compute_cycles = k * m_tiles * n_tiles
+        self.compute_cycles = k * m_tiles * n_tiles % (1 << 32)

@@ -51,8 +51,11 @@ def random_layer(rng, config, m, k, n):
     acc_room = 2 ** (config.acc_width - 1) - 1 - k * 127 * 128
     bias = rng.integers(-min(acc_room, 2 ** 24), min(acc_room, 2 ** 24) + 1, n)
     real = np.exp2(rng.uniform(-14 - np.log2(k), 3 - np.log2(k), n))
-    if rng.random() < 0.2:
-        real[rng.integers(0, n)] = rng.choice([2.0 ** -40, 2.0 ** 20])  # shift at the ends
+    if rng.random() < 0.3:
+        # Shift at both ends: -31, and the largest left shift that cannot wrap acc * 2^left.
+        bound = k * 127 * 128 + int(np.abs(bias).max())
+        top = 31 - bound.bit_length()
+        real[rng.integers(0, n)] = rng.choice([2.0 ** -31.5, 2.0 ** (top - 0.5)])
     m0, shift = drv.multipliers(config, real)
     z_out = int(rng.integers(-128, 128))
     act = rng.integers(0, 3)
@@ -295,6 +298,163 @@ def test_illegal_commands(name, tmp_path):
     want = IsaModel(config).run(script.words)
     check_responses(config, results[0].resp, want, script.sizes, script.kinds)
     np.testing.assert_array_equal(after.decode(results[1].resp), golden_gemm(config, *layer))
+
+
+def random_par(rng, config, count, k_max):
+    """Random valid parameter groups: full-range M0, any shift that cannot wrap."""
+    c = config.cols
+    bias = rng.integers(-2 ** 20, 2 ** 20, (count, c))
+    m0 = rng.integers(0, 2 ** 31, (count, c))
+    m0[rng.random((count, c)) < 0.1] = 2 ** 31 - 1
+    left = max(0, 30 - (k_max * 2 ** 14 + 2 ** 20).bit_length())
+    shift = rng.integers(-31, left + 1, (count, c))
+    return bias, m0, shift
+
+
+def random_isa_script(config, rng, commands):
+    """Random valid commands at random addresses and banks (all four buffers, non-zero
+    offsets, full-range int8 including -128 weights), with STATUS, ID, NOP and the odd
+    error in between; STOREs only read output words some COMPUTE wrote."""
+    s = Script(config)
+    r, c = config.rows, config.cols
+    k_max = min(config.act_depth, config.wgt_depth, 64,
+                (2 ** (config.acc_width - 1) - 1 - 2 ** 20) // 2 ** 14)
+    written = np.zeros((2, config.out_depth), bool)
+
+    def load_act(bank, addr, count):
+        s.add(drv.cmd_load_act(bank, addr, rng.integers(-128, 128, (count, r), np.int8)))
+
+    def load_wgt(bank, addr, count):
+        s.add(drv.cmd_load_wgt(bank, addr, rng.integers(-128, 128, (count, c), np.int8)))
+
+    def load_par(bank, addr, count):
+        s.add(drv.cmd_load_par(bank, addr, *random_par(rng, config, count, k_max)))
+
+    def compute(bank_out=None, whole=False):
+        k = 1 if whole else int(rng.integers(1, k_max + 1))
+        mt_max = min(config.act_depth // k, config.out_depth // r)
+        mt = mt_max if whole else int(rng.integers(1, mt_max + 1))
+        nt_max = min(config.wgt_depth // k, config.par_depth, config.out_depth // (r * mt))
+        nt = 1 if whole else int(rng.integers(1, nt_max + 1))
+        out_words = mt * r * nt
+        addrs = [int(rng.integers(0, limit + 1)) for limit in (
+            config.act_depth - mt * k, config.wgt_depth - nt * k, config.par_depth - nt,
+            config.out_depth - out_words)]
+        if whole:
+            addrs[3] = 0
+        banks = [int(b) for b in rng.integers(0, 2, 4)]
+        if bank_out is not None:
+            banks[3] = bank_out
+        z_out = int(rng.integers(-128, 128))
+        lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
+        s.add(drv.cmd_compute(k, mt, nt, act_addr=addrs[0], wgt_addr=addrs[1],
+                              par_addr=addrs[2], out_addr=addrs[3],
+                              layer=drv.layer_word(z_out, lo, hi), banks=banks))
+        written[banks[3], addrs[3]:addrs[3] + out_words] = True
+
+    def store():
+        bank = int(rng.integers(0, 2))
+        starts = np.flatnonzero(written[bank])
+        if len(starts) == 0:
+            return
+        addr = int(rng.choice(starts))
+        run = np.argmin(np.append(written[bank, addr:], False))
+        count = int(rng.integers(1, run + 1))
+        s.add(drv.cmd_store(bank, addr, count), ("store", count * -(-c // 4)))
+
+    for bank in (0, 1):
+        load_act(bank, 0, config.act_depth)
+        load_wgt(bank, 0, config.wgt_depth)
+        load_par(bank, 0, config.par_depth)
+    for bank in (0, 1):
+        compute(bank_out=bank, whole=True)
+    s.status()
+    for _ in range(commands):
+        op = rng.choice(["act", "wgt", "par", "compute", "compute", "store", "store",
+                         "status", "misc"])
+        if op in ("act", "wgt", "par"):
+            depth = {"act": config.act_depth, "wgt": config.wgt_depth,
+                     "par": config.par_depth}[op]
+            count = int(rng.integers(1, min(depth, 20) + 1))
+            addr = int(rng.integers(0, depth - count + 1))
+            {"act": load_act, "wgt": load_wgt, "par": load_par}[op](
+                int(rng.integers(0, 2)), addr, count)
+        elif op == "compute":
+            compute()
+        elif op == "store":
+            store()
+        elif op == "status":
+            s.status()
+        else:
+            which = rng.integers(0, 4)
+            if which == 0:
+                s.add(drv.cmd_nop())
+            elif which == 1:
+                s.add(drv.cmd_id(), ("id", len(ID_WORDS)))
+            elif which == 2:
+                s.add(drv.cmd_store(0, config.out_depth, 1))
+            else:
+                s.add(np.array([int(rng.integers(9, 256)) << 24], np.uint32))
+    s.status()
+    return s
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_random_command_streams(name, tmp_path):
+    """Random valid ISA streams with non-zero addresses and both banks of every buffer: the
+    RTL's responses equal the ISA model's, word for word."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng([41, len(name)])
+    scripts = [random_isa_script(config, rng, 60) for _ in range(2)]
+    runs = [bench.Run(sc.words, sc.expect) for sc in scripts]
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
+                            seed=int(rng.integers(1 << 30)), **BACKPRESSURE)
+    model = IsaModel(config)
+    for script, result in zip(scripts, results, strict=True):
+        check_responses(config, result.resp, model.run(script.words), script.sizes,
+                        script.kinds)
+
+
+def test_interlocks_and_busy_status(tmp_path):
+    """A LOAD into a bank the running COMPUTE reads, a STORE from the bank it writes and a
+    second COMPUTE all wait; STATUS during a COMPUTE shows busy and a running count."""
+    name = "4x4"
+    config = CONFIGS[name]
+    rng = np.random.default_rng(17)
+    r, c = config.rows, config.cols
+    s = Script(config)
+    k, mt, nt = 16, 4, 2                      # 128 array steps: a long COMPUTE
+    par = random_par(rng, config, config.par_depth, k)
+    layer = drv.layer_word(3, -100, 100)
+    for bank in (0, 1):
+        s.add(drv.cmd_load_act(bank, 0, rng.integers(-128, 128, (mt * k, r), np.int8)))
+        s.add(drv.cmd_load_wgt(bank, 0, rng.integers(-128, 128, (nt * k, c), np.int8)))
+        s.add(drv.cmd_load_par(bank, 0, *par))
+    run = drv.cmd_compute(k, mt, nt, layer=layer)
+    store = drv.cmd_store(0, 0, mt * r * nt)
+    store_resp = ("store", mt * r * nt * -(-c // 4))
+    s.add(run)
+    busy_at = len(s.kinds)
+    s.status()                                 # during the COMPUTE: busy
+    for load in (drv.cmd_load_act(0, 0, rng.integers(-128, 128, (mt * k, r), np.int8)),
+                 drv.cmd_load_wgt(0, 0, rng.integers(-128, 128, (nt * k, c), np.int8)),
+                 drv.cmd_load_par(0, 0, *random_par(rng, config, config.par_depth, k))):
+        s.add(load)                            # must wait for the COMPUTE reading bank 0
+    s.add(store, store_resp)                   # the old operands' result
+    s.add(run)
+    s.add(store, store_resp)                   # waits for the new result
+    s.add(drv.cmd_compute(k, mt, nt, layer=layer, banks=(1, 1, 1, 1)))
+    s.add(run)                                 # a second COMPUTE waits for the first
+    s.add(drv.cmd_store(1, 0, mt * r * nt), store_resp)
+    s.add(store, store_resp)
+    s.status()
+    [result] = bench.run_rtl(config, [bench.Run(s.words, s.expect)], workdir=tmp_path,
+                             build_dir=build_dir(name))
+    check_responses(config, result.resp, IsaModel(config).run(s.words), s.sizes, s.kinds)
+    statuses = drv.split_responses(result.resp, s.sizes, config.host_width)
+    busy, done = drv.parse_status(statuses[busy_at]), drv.parse_status(statuses[-1])
+    assert busy.busy and 0 < busy.compute_cycles < k * mt * nt, busy
+    assert not done.busy and done.compute_cycles >= k * mt * nt, done
 
 
 @pytest.mark.slow

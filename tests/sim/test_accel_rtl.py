@@ -129,7 +129,7 @@ def test_random_gemms_with_backpressure(name, tmp_path):
     layers, runs = [], [bench.Run(drv.pad_to_beats(np.concatenate(
         [drv.cmd_id(), drv.cmd_status()]), config.host_width),
         drv._padded_total([len(ID_WORDS), len(STATUS_WORDS)], config.host_width))]
-    for n, (m, k, nn) in enumerate(ragged_shapes(rng, config, 5)):
+    for n, (m, k, nn) in enumerate(ragged_shapes(rng, config, 8)):
         layer = random_layer(rng, config, m, k, nn)
         program = drv.compile_gemm(config, *layer, strategy=drv.STRATEGIES[n % 2])
         layers.append((layer, program))
@@ -180,10 +180,11 @@ def beats_through(config, words):
     return -(-words // wpb) * max(1, 32 // config.host_width)
 
 
-@pytest.mark.parametrize("name", ["4x4", "8x8-h64"])
+@pytest.mark.parametrize("name", CONFIGS)
 def test_reset_in_the_middle(name, tmp_path):
-    """Reset while loading, right after a COMPUTE was accepted, and in the middle of a
-    STORE's response; each time STATUS then reads zero and a fresh program is exact."""
+    """Reset while loading (in the middle of a narrow host's word), right after a COMPUTE
+    was accepted, and in the middle of a STORE's response; each time STATUS then reads zero
+    and a fresh program is exact."""
     config = CONFIGS[name]
     rng = np.random.default_rng([3, len(name)])
     r, c = config.rows, config.cols
@@ -197,9 +198,9 @@ def test_reset_in_the_middle(name, tmp_path):
     n_status = drv._padded_total([len(STATUS_WORDS)], config.host_width)
     out_beats = beats_through(config, big.expected_response_words)
     runs, fresh = [], []
-    for reset in (("in", beats_through(config, len(words)) // 3),
+    for reset in (("in", beats_through(config, len(words)) // 3 | 1),
                   ("in", beats_through(config, last_compute + 1 + 8)),
-                  ("out", out_beats // 2), ("cycle", 5)):
+                  ("out", out_beats // 2 | 1), ("cycle", 5)):
         layer = random_layer(rng, config, int(rng.integers(1, 3 * r)),
                              int(rng.integers(1, 40)), int(rng.integers(1, 3 * c)))
         program = drv.compile_gemm(config, *layer)

@@ -32,7 +32,7 @@ from .isa import ARGS, ID_WORDS, ISA_VERSION, MAGIC, STATUS_WORDS, Error, Op, he
 __all__ = [
     "AcceleratorError", "DeviceId", "Status", "Step", "Plan", "Program", "Driver",
     "pack_lanes", "unpack_lanes", "words_per_beat", "pad_to_beats", "split_responses",
-    "command_spans",
+    "response_length", "command_spans", "command",
     "cmd_nop", "cmd_id", "cmd_status", "cmd_clear", "cmd_load_act", "cmd_load_wgt",
     "cmd_load_par", "cmd_compute", "cmd_store", "layer_word",
     "parse_id", "parse_status", "multipliers", "layer_multipliers",
@@ -92,7 +92,7 @@ def split_responses(words, sizes, host_width):
     for size in sizes:
         if pos + size > len(words):
             raise AcceleratorError(f"response stream ends after {len(words)} words; expected "
-                                   f"{_padded_total(sizes, host_width)}")
+                                   f"{response_length(sizes, host_width)}")
         out.append(words[pos:pos + size])
         pos += size + (-size % wpb)
     if pos != len(words):
@@ -124,14 +124,16 @@ def command_spans(words, config):
     return spans
 
 
-def _padded_total(sizes, host_width):
+def response_length(sizes, host_width):
+    """Words of a response stream of responses of ``sizes`` words, beat padding included."""
     wpb = words_per_beat(host_width)
     return sum(s + (-s % wpb) for s in sizes)
 
 
 # --- commands ------------------------------------------------------------------------------
 
-def _command(op, flags=0, *args):
+def command(op, flags=0, *args):
+    """Any command, arguments unchecked beyond 32 bits (e.g. to provoke range errors)."""
     if len(args) != ARGS[op]:
         raise ValueError(f"{Op(op).name} takes {ARGS[op]} arguments, not {len(args)}")
     for a in args:
@@ -147,35 +149,35 @@ def _bank(bank):
 
 
 def cmd_nop():
-    return _command(Op.NOP)
+    return command(Op.NOP)
 
 
 def cmd_id():
     """ID; response: ``len(ID_WORDS)`` words, see :func:`parse_id`."""
-    return _command(Op.ID)
+    return command(Op.ID)
 
 
 def cmd_status():
     """STATUS; response: ``len(STATUS_WORDS)`` words, see :func:`parse_status`."""
-    return _command(Op.STATUS)
+    return command(Op.STATUS)
 
 
 def cmd_clear():
-    return _command(Op.CLEAR)
+    return command(Op.CLEAR)
 
 
 def cmd_load_act(bank, addr, columns):
     """LOAD_ACT of ``columns`` (count, R) int8: item n is activation word ``addr + n``."""
     columns = np.asarray(columns)
     data = pack_lanes(columns).ravel()
-    return np.concatenate([_command(Op.LOAD_ACT, _bank(bank), addr, len(columns)), data])
+    return np.concatenate([command(Op.LOAD_ACT, _bank(bank), addr, len(columns)), data])
 
 
 def cmd_load_wgt(bank, addr, rows):
     """LOAD_WGT of ``rows`` (count, C) int8: item n is weight word ``addr + n``."""
     rows = np.asarray(rows)
     data = pack_lanes(rows).ravel()
-    return np.concatenate([_command(Op.LOAD_WGT, _bank(bank), addr, len(rows)), data])
+    return np.concatenate([command(Op.LOAD_WGT, _bank(bank), addr, len(rows)), data])
 
 
 def cmd_load_par(bank, addr, bias, m0, shift):
@@ -188,7 +190,7 @@ def cmd_load_par(bank, addr, bias, m0, shift):
         if np.any((f < INT32_MIN) | (f > INT32_MAX)):
             raise ValueError(f"{name} must fit int32")
     data = (np.stack(fields, axis=-1) % _U32).astype(np.uint32).ravel()
-    return np.concatenate([_command(Op.LOAD_PAR, _bank(bank), addr, len(fields[0])), data])
+    return np.concatenate([command(Op.LOAD_PAR, _bank(bank), addr, len(fields[0])), data])
 
 
 def layer_word(z_out, act_min, act_max):
@@ -203,13 +205,13 @@ def cmd_compute(k, m_tiles, n_tiles, *, act_addr=0, wgt_addr=0, par_addr=0, out_
                 layer=0, banks=(0, 0, 0, 0)):
     """COMPUTE; ``banks`` = (act, wgt, par, out), ``layer`` from :func:`layer_word`."""
     flags = sum(_bank(b) << i for i, b in enumerate(banks))
-    return _command(Op.COMPUTE, flags, k, m_tiles, n_tiles, act_addr, wgt_addr, par_addr,
+    return command(Op.COMPUTE, flags, k, m_tiles, n_tiles, act_addr, wgt_addr, par_addr,
                     out_addr, layer)
 
 
 def cmd_store(bank, addr, count):
     """STORE; response: ``count`` output words of ``ceil(C / 4)`` words each."""
-    return _command(Op.STORE, _bank(bank), addr, count)
+    return command(Op.STORE, _bank(bank), addr, count)
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -475,7 +477,7 @@ class Program:
     @property
     def expected_response_words(self):
         """Response words the program produces, beat padding included."""
-        return _padded_total([n for _, n in self.responses], self.config.host_width)
+        return response_length([n for _, n in self.responses], self.config.host_width)
 
     def split(self, response_words):
         """The responses, beat padding removed: list of uint32 arrays."""

@@ -218,7 +218,7 @@ def test_errors_are_sticky_counted_and_cleared():
         (np.array([0xFF << 24 | 0xFFFFFF], np.uint32), Error.ILLEGAL_OPCODE),
         (drv.cmd_load_act(0, c.act_depth - 1, ones), Error.LOAD_RANGE),
         (drv.cmd_load_act(1, 2 ** 32 - 1, ones[:1]), Error.LOAD_RANGE),
-        (drv._command(Op.LOAD_WGT, 0, 0, 0), Error.LOAD_RANGE),
+        (drv.command(Op.LOAD_WGT, 0, 0, 0), Error.LOAD_RANGE),
         (drv.cmd_load_par(0, c.par_depth, *np.zeros((3, 1, c.cols), int)), Error.LOAD_RANGE),
         (drv.cmd_compute(0, 1, 1), Error.COMPUTE_RANGE),
         (drv.cmd_compute(1, 0, 1), Error.COMPUTE_RANGE),

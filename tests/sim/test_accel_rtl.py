@@ -118,7 +118,7 @@ class Script:
 
     @property
     def expect(self):
-        return drv._padded_total(self.sizes, self.config.host_width)
+        return drv.response_length(self.sizes, self.config.host_width)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -128,7 +128,7 @@ def test_random_gemms_with_backpressure(name, tmp_path):
     rng = np.random.default_rng([11, len(name)])
     layers, runs = [], [bench.Run(drv.pad_to_beats(np.concatenate(
         [drv.cmd_id(), drv.cmd_status()]), config.host_width),
-        drv._padded_total([len(ID_WORDS), len(STATUS_WORDS)], config.host_width))]
+        drv.response_length([len(ID_WORDS), len(STATUS_WORDS)], config.host_width))]
     for n, (m, k, nn) in enumerate(ragged_shapes(rng, config, 8)):
         layer = random_layer(rng, config, m, k, nn)
         program = drv.compile_gemm(config, *layer, strategy=drv.STRATEGIES[n % 2])
@@ -195,7 +195,7 @@ def test_reset_in_the_middle(name, tmp_path):
                              config.host_width)
     last_compute = int(np.flatnonzero((words >> 24) == Op.COMPUTE)[-1])
     status_only = drv.pad_to_beats(drv.cmd_status(), config.host_width)
-    n_status = drv._padded_total([len(STATUS_WORDS)], config.host_width)
+    n_status = drv.response_length([len(STATUS_WORDS)], config.host_width)
     out_beats = beats_through(config, big.expected_response_words)
     runs, fresh = [], []
     for reset in (("in", beats_through(config, len(words)) // 3 | 1),
@@ -254,8 +254,8 @@ def illegal_script(config, rng):
         error(drv.cmd_load_par(bank, config.par_depth - 1, *junk_par))
     error(drv.cmd_load_act(0, 2 ** 32 - 1, junk_act[:1]))
     error(drv.cmd_load_wgt(0, 2 ** 32 - 2, junk_wgt[:3]))
-    error(drv._command(Op.LOAD_ACT, 0, 0, 0))
-    error(drv._command(Op.LOAD_PAR, 1, 0, 0))
+    error(drv.command(Op.LOAD_ACT, 0, 0, 0))
+    error(drv.command(Op.LOAD_PAR, 1, 0, 0))
     for args, kw in [((0, 1, 1), {}), ((1, 0, 1), {}), ((1, 1, 0), {}),
                      ((config.act_depth // 2 + 1, 2, 1), {}),
                      ((config.wgt_depth // 2 + 1, 1, 2), {}),

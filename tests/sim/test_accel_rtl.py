@@ -23,7 +23,8 @@ CONFIGS = {
     "4x4": AcceleratorConfig(rows=4, cols=4, act_depth=64, wgt_depth=64, par_depth=2,
                              out_depth=32),
     "3x5-single-h8": AcceleratorConfig(rows=3, cols=5, rounding="single", host_width=8,
-                                       act_depth=48, wgt_depth=40, par_depth=2, out_depth=30),
+                                       acc_width=24, act_depth=48, wgt_depth=40, par_depth=2,
+                                       out_depth=30),
     "8x8-h64": AcceleratorConfig(rows=8, cols=8, host_width=64, act_depth=128, wgt_depth=96,
                                  par_depth=3, out_depth=96),
 }
@@ -315,21 +316,45 @@ def random_par(rng, config, count, k_max):
 def random_isa_script(config, rng, commands):
     """Random valid commands at random addresses and banks (all four buffers, non-zero
     offsets, full-range int8 including -128 weights), with STATUS, ID, NOP and the odd
-    error in between; STOREs only read output words some COMPUTE wrote."""
+    error in between; STOREs only read output words some COMPUTE wrote. Every bit the ISA
+    says the hardware ignores is random: reserved header bits, unused flags, unused high
+    bytes of data words, the shift word's upper 26 bits, the layer word's top byte."""
     s = Script(config)
     r, c = config.rows, config.cols
     k_max = min(config.act_depth, config.wgt_depth, 64,
                 (2 ** (config.acc_width - 1) - 1 - 2 ** 20) // 2 ** 14)
     written = np.zeros((2, config.out_depth), bool)
 
+    def add(words, *responses):
+        words = np.array(words, dtype=np.uint32)
+        op = int(words[0]) >> 24
+        used = {Op.COMPUTE: 0xF, Op.LOAD_ACT: 1, Op.LOAD_WGT: 1, Op.LOAD_PAR: 1,
+                Op.STORE: 1}.get(op, 0)
+        words[0] |= int(rng.integers(0, 1 << 24)) & ~used & 0xFFFFFF
+        s.add(words, *responses)
+
+    def junk_lanes(values):
+        words = drv.pack_lanes(values)
+        lanes = values.shape[1]
+        if lanes % 4:
+            mask = (0xFFFFFFFF << (8 * (lanes % 4))) & 0xFFFFFFFF
+            junk = rng.integers(0, 1 << 32, len(words), dtype=np.uint64).astype(np.uint32)
+            words[:, -1] |= junk & np.uint32(mask)
+        return words.ravel()
+
     def load_act(bank, addr, count):
-        s.add(drv.cmd_load_act(bank, addr, rng.integers(-128, 128, (count, r), np.int8)))
+        add(np.concatenate([drv.command(Op.LOAD_ACT, bank, addr, count),
+                            junk_lanes(rng.integers(-128, 128, (count, r), np.int8))]))
 
     def load_wgt(bank, addr, count):
-        s.add(drv.cmd_load_wgt(bank, addr, rng.integers(-128, 128, (count, c), np.int8)))
+        add(np.concatenate([drv.command(Op.LOAD_WGT, bank, addr, count),
+                            junk_lanes(rng.integers(-128, 128, (count, c), np.int8))]))
 
     def load_par(bank, addr, count):
-        s.add(drv.cmd_load_par(bank, addr, *random_par(rng, config, count, k_max)))
+        bias, m0, shift = random_par(rng, config, count, k_max)
+        shift = (shift & 0x3F) | rng.integers(0, 1 << 26, shift.shape) << 6
+        shift = (shift ^ 2 ** 31) - 2 ** 31      # as int32
+        add(drv.cmd_load_par(bank, addr, bias, m0, shift))
 
     def compute(bank_out=None, whole=False):
         k = 1 if whole else int(rng.integers(1, k_max + 1))
@@ -348,9 +373,9 @@ def random_isa_script(config, rng, commands):
             banks[3] = bank_out
         z_out = int(rng.integers(-128, 128))
         lo, hi = sorted(int(v) for v in rng.integers(-128, 128, 2))
-        s.add(drv.cmd_compute(k, mt, nt, act_addr=addrs[0], wgt_addr=addrs[1],
-                              par_addr=addrs[2], out_addr=addrs[3],
-                              layer=drv.layer_word(z_out, lo, hi), banks=banks))
+        layer = drv.layer_word(z_out, lo, hi) | int(rng.integers(0, 256)) << 24
+        add(drv.cmd_compute(k, mt, nt, act_addr=addrs[0], wgt_addr=addrs[1],
+                            par_addr=addrs[2], out_addr=addrs[3], layer=layer, banks=banks))
         written[banks[3], addrs[3]:addrs[3] + out_words] = True
 
     def store():
@@ -361,7 +386,7 @@ def random_isa_script(config, rng, commands):
         addr = int(rng.choice(starts))
         run = np.argmin(np.append(written[bank, addr:], False))
         count = int(rng.integers(1, run + 1))
-        s.add(drv.cmd_store(bank, addr, count), ("store", count * -(-c // 4)))
+        add(drv.cmd_store(bank, addr, count), ("store", count * -(-c // 4)))
 
     for bank in (0, 1):
         load_act(bank, 0, config.act_depth)
@@ -385,15 +410,15 @@ def random_isa_script(config, rng, commands):
         elif op == "store":
             store()
         elif op == "status":
-            s.status()
+            add(drv.cmd_status(), ("status", len(STATUS_WORDS)))
         else:
             which = rng.integers(0, 4)
             if which == 0:
-                s.add(drv.cmd_nop())
+                add(drv.cmd_nop())
             elif which == 1:
-                s.add(drv.cmd_id(), ("id", len(ID_WORDS)))
+                add(drv.cmd_id(), ("id", len(ID_WORDS)))
             elif which == 2:
-                s.add(drv.cmd_store(0, config.out_depth, 1))
+                add(drv.cmd_store(0, config.out_depth, 1))
             else:
                 s.add(np.array([int(rng.integers(9, 256)) << 24], np.uint32))
     s.status()

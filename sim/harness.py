@@ -25,6 +25,10 @@ __all__ = ["toolchain_env", "verilog_of", "build", "run", "SimulationFailed"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALE = ("1ns", "1ps")
+# Amaranth's Verilog trips width warnings that are not errors. The C++ keeps Verilator's own
+# optimization levels (-Os for per-cycle code, none for the one-time __Slow code): a global
+# -CFLAGS -O1 made gcc spend over 20 minutes on the VPI symbol table of an 8x8 array.
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast")
 
 
 class SimulationFailed(AssertionError):
@@ -79,7 +83,8 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
 
     toolchain_env()
     key = hashlib.sha256(
-        "\0".join([verilog_text, toplevel, str(waves), verilator.__version__]).encode()
+        "\0".join([verilog_text, toplevel, str(waves), verilator.__version__,
+                   *VERILATOR_ARGS]).encode()
     ).hexdigest()[:16]
     build_dir = _cache_root() / f"{toplevel}-{key}"
     done = build_dir / ".built"
@@ -107,8 +112,7 @@ def _build_locked(verilog_text, toplevel, build_dir, waves):
         sources=[source],
         hdl_toplevel=toplevel,
         build_dir=build_dir,
-        build_args=["-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast",
-                    "--x-initial", "fast", "-CFLAGS", "-O1"],
+        build_args=list(VERILATOR_ARGS),
         timescale=TIMESCALE,
         waves=waves,
         log_file=build_dir / "build.log",

@@ -166,8 +166,9 @@ class TB:
         if w >= 32:
             return [(b >> (32 * j)) & 0xFFFFFFFF for b in beats for j in range(w // 32)]
         per = 32 // w
+        # A trailing partial word is kept: extra beats must show up as extra words.
         return [sum(b << (w * j) for j, b in enumerate(beats[i:i + per]))
-                for i in range(0, len(beats) - per + 1, per)]
+                for i in range(0, len(beats), per)]
 
     def beats_for(self, n_words):
         w = self.host_width

@@ -509,3 +509,35 @@ def test_slow_configs(name, tmp_path):
         np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))
     check_responses(config, results[-1].resp, IsaModel(config).run(script.words),
                     script.sizes, script.kinds)
+
+
+def test_bench_measures_a_resident_gemm(tmp_path):
+    """``sim.bench.measure``: one COMPUTE, STATUS cycles >= ideal, phases add up."""
+    name = "4x4"
+    config = CONFIGS[name]
+    program, want = bench.random_gemm(config, 8, 30, 8, np.random.default_rng(2))
+    assert len(program.plan.steps) == 1
+    [row] = bench.measure(config, [("gemm", program, want)], build_dir=build_dir(name),
+                          workdir=tmp_path)
+    assert row.exact and row.computes == 1
+    assert row.ideal == 2 * 2 * 30 <= row.compute < row.ideal + 4 * (config.rows + config.cols)
+    p = row.phases
+    assert abs(p["load"] + p["compute_tb"] + p["store"] - row.total) <= 2, (p, row.total)
+    assert p["compute_tb"] >= row.compute
+    assert "gemm" in bench.format_table(config, [row]) and "ideal 120" in \
+        bench.format_phases(row)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gemm", "--pe", "0x4"], "--pe rows must be in 1..64"),
+    (["gemm", "--m", "-3"], "must be a positive integer"),
+    (["layers", "--host-width", "24"], "invalid choice"),
+    (["gemm", "--pe", "4x4", "--k", "5000"], "K=5000 does not fit one bank"),
+    (["gemm", "--acc-width", "16", "--k", "3"], "16-bit"),
+])
+def test_bench_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

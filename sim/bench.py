@@ -33,23 +33,11 @@ TB_MODULE = "sim.tb.accel_tb"
 RESET_MODES = ("cycle", "in", "out")
 
 
-# sim.harness hands Verilator ``-CFLAGS -O1``, which reaches every C++ file, the __Slow ones
-# included; gcc -O1 then needs over 20 CPU minutes for the VPI symbol-table constructor of an
-# 8x8 design (one function of thousands of statements) where -O0 needs 3 seconds. Only the
-# per-cycle code is worth optimizing: these make variables keep -O1 for it and leave the
-# __Slow files at Verilator's default (no -O).
-_MAKE_OVERRIDES = ("VM_USER_CFLAGS=", "OPT_FAST=-O1", "OPT_GLOBAL=-O1")
-
-
 def build(config):
     """Verilator build of ``hw.top.Accelerator(config)`` (cached by ``sim.harness``)."""
-    import os
-
     from hw.top import Accelerator
     from sim import harness
 
-    flags = os.environ.get("MAKEFLAGS", "").split()
-    os.environ["MAKEFLAGS"] = " ".join(flags + [f for f in _MAKE_OVERRIDES if f not in flags])
     return harness.build(harness.verilog_of(Accelerator(config)))
 
 

@@ -1,0 +1,309 @@
+"""Run a whole int8 .tflite model with its CONV_2D and FULLY_CONNECTED layers on the RTL.
+
+::
+
+    python -m sim.run MODEL.tflite --input X.npy [--pe RxC] [--host-width W]
+                      [--rounding double|single] [--limit N]
+
+The golden model (``golden.graph.Network.run``) runs the whole model first. Then every
+CONV_2D and FULLY_CONNECTED layer -- the layers the MAC array executes -- is lowered by
+``hw.driver`` (im2col + GEMM + requantize, input zero point folded into the bias,
+per-channel M0/shift from ``golden.ops.output_multipliers``) and run on the accelerator
+RTL under Verilator, fed the golden model's own input tensor of that layer, so a mismatch
+points at one layer. Its output is compared with the golden tensor bit for bit. Every other
+operator (DEPTHWISE_CONV_2D, ADD, AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE) is not run on the
+RTL: it runs on the golden model, as the host would run it.
+
+Exit status: 0 when every RTL layer matches, 1 on any mismatch (or a failed simulation),
+2 on bad input (missing or unsupported model, wrong input, a layer the driver refuses,
+a bad option), with one line on stderr.
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.ops import output_multipliers
+from golden.requant import activation_range
+from hw import driver as drv
+from hw.config import HOST_WIDTHS, AcceleratorConfig, parse_pe
+
+__all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_model", "format_table",
+           "main"]
+
+RTL_OPS = ("CONV_2D", "FULLY_CONNECTED")
+
+
+@dataclass
+class Layer:
+    """One RTL layer of a network: op index, the program, and the golden output."""
+
+    index: int
+    kind: str
+    program: drv.Program
+    want: np.ndarray
+
+
+@dataclass
+class LayerResult:
+    """One operator of the run. For host operators (``rtl`` False) only ``index`` and
+    ``kind`` are meaningful. ``compute``: STATUS cycles of the layer's last COMPUTE (its
+    whole compute time when ``computes == 1``); ``total``: cycles of the whole program,
+    first input beat to last response beat; ``error``: what the accelerator reported."""
+
+    index: int
+    kind: str
+    rtl: bool
+    m: int = 0
+    k: int = 0
+    n: int = 0
+    computes: int = 0
+    compute: int = 0
+    total: int = 0
+    mismatches: int = 0
+    error: str = ""
+
+    @property
+    def exact(self):
+        return self.rtl and not self.error and self.mismatches == 0
+
+
+def _layer_program(net, k, op, values, config, strategy):
+    """The driver program of RTL op ``k``, fed the golden tensors in ``values``."""
+    t = net.tensors
+    x = values[op.inputs[0]]
+    w = np.asarray(t[op.inputs[1]].data)
+    b = op.inputs[2] if len(op.inputs) > 2 else -1
+    bias = np.asarray(t[b].data) if b >= 0 else None
+    xq, wq, yq = t[op.inputs[0]].quant, t[op.inputs[1]].quant, t[op.outputs[0]].quant
+    m0, shift = output_multipliers(xq.scale[0], wq.scale, yq.scale[0],
+                                   rounding=config.rounding)
+    # A per-tensor weight scale gives one multiplier; the driver takes a scalar or N.
+    m0, shift = (np.broadcast_to(v, (w.shape[0],)) for v in (m0, shift))
+    act_min, act_max = activation_range(op.options.get("activation", "NONE"),
+                                        float(np.float32(yq.scale[0])), int(yq.zero_point[0]))
+    common = dict(z_in=int(xq.zero_point[0]), z_out=int(yq.zero_point[0]), act_min=act_min,
+                  act_max=act_max, strategy=strategy)
+    if op.kind == "FULLY_CONNECTED":
+        return drv.compile_fully_connected(config, x.reshape(-1, w.shape[1]), w, bias, m0,
+                                           shift, **common)
+    opt = op.options
+    return drv.compile_conv2d(config, x, w, bias, m0, shift, stride=opt.get("stride", (1, 1)),
+                              padding=opt.get("padding", "VALID"),
+                              dilation=opt.get("dilation", (1, 1)), **common)
+
+
+def compile_layers(net, x, config, *, strategy="overlap"):
+    """Golden run of ``net`` on the int8 batch ``x``, and a program per RTL layer.
+
+    Returns
+    -------
+    list of Layer
+        One per CONV_2D / FULLY_CONNECTED op, in op order.
+
+    Raises
+    ------
+    ValueError
+        If the driver refuses a layer (e.g. K does not fit a bank, or the accumulator could
+        overflow); the message names the op.
+    """
+    values = net.run(x, rounding=config.rounding)
+    layers = []
+    for k, op in enumerate(net.ops):
+        if op.kind not in RTL_OPS:
+            continue
+        try:
+            program = _layer_program(net, k, op, values, config, strategy)
+        except (ValueError, OverflowError) as e:
+            raise ValueError(f"op {k} {op.kind}: {e}") from None
+        layers.append(Layer(k, op.kind, program, values[op.outputs[0]]))
+    return layers
+
+
+def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
+    """Run the first ``limit`` samples of ``x`` through ``net``: RTL layers on the RTL.
+
+    Parameters
+    ----------
+    net : golden.graph.Network
+        With one input.
+    x : ndarray of int8, shape (B, *input shape)
+    config : AcceleratorConfig
+    limit : int
+        Samples of ``x`` to run (all layers of all of them in one program per layer).
+    build_dir : path, optional
+        A Verilator build of ``config`` (default: ``sim.bench.build(config)``, cached).
+
+    Returns
+    -------
+    list of LayerResult
+        One per operator of ``net``, in op order.
+
+    Raises
+    ------
+    ValueError
+        On a bad network, input or a layer the driver refuses.
+    sim.harness.SimulationFailed
+        If the simulation itself failed (e.g. a timeout).
+    """
+    from sim import bench
+
+    net.validate()
+    if len(net.inputs) != 1:
+        raise ValueError(f"the model has {len(net.inputs)} inputs; sim.run supports one")
+    shape = tuple(net.tensors[net.inputs[0]].shape)
+    x = np.asarray(x)
+    if x.dtype != np.int8 or x.shape[1:] != shape or x.ndim != len(shape) + 1:
+        raise ValueError(f"input is {x.dtype} of shape {x.shape}; the model needs int8 of "
+                         f"shape (N, {', '.join(map(str, shape))})")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+    if len(x) == 0:
+        raise ValueError("input batch is empty")
+    layers = compile_layers(net, x[:limit], config, strategy=strategy)
+    if not layers:
+        raise ValueError("the model has no CONV_2D or FULLY_CONNECTED layer to run on the RTL")
+    runs = [bench.Run(layer.program.words, layer.program.expected_response_words)
+            for layer in layers]
+    results = bench.run_rtl(config, runs, build_dir=build_dir)
+    by_index = {}
+    for layer, result in zip(layers, results, strict=True):
+        p = layer.program
+        row = LayerResult(layer.index, layer.kind, True, p.plan.m, p.plan.k, p.plan.n,
+                          len(p.plan.steps), total=result.cycles)
+        try:
+            status = p.status(result.resp)
+            row.compute = status.compute_cycles
+            got = p.decode(result.resp).reshape(layer.want.shape)
+            row.mismatches = int(np.count_nonzero(got != layer.want))
+        except drv.AcceleratorError as e:
+            row.error = str(e)
+            row.mismatches = int(layer.want.size)
+        by_index[layer.index] = row
+    return [by_index.get(k, LayerResult(k, op.kind, False)) for k, op in enumerate(net.ops)]
+
+
+def format_table(config, rows):
+    """The result table: one line per operator, RTL layers with cycles and exactness."""
+    head = (f"{'op':>3}  {'kind':<18} {'M':>6} {'K':>5} {'N':>5} {'COMPUTEs':>8} "
+            f"{'compute':>8} {'total':>8}  {'exact':>5} {'mismatches':>10}")
+    lines = [f"accelerator {config.rows}x{config.cols}, host {config.host_width} bit, "
+             f"acc {config.acc_width} bit, {config.rounding} rounding", head, "-" * len(head)]
+    for r in rows:
+        if not r.rtl:
+            lines.append(f"{r.index:>3}  {r.kind:<18} {'on the host (golden model)':>44}")
+            continue
+        line = (f"{r.index:>3}  {r.kind:<18} {r.m:>6} {r.k:>5} {r.n:>5} {r.computes:>8} "
+                f"{r.compute:>8} {r.total:>8}  {'yes' if r.exact else 'NO':>5} "
+                f"{r.mismatches:>10}")
+        lines.append(line + (f"  ({r.error})" if r.error else ""))
+    return "\n".join(lines)
+
+
+# --- command line ------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _pe(text):
+    try:
+        return parse_pe(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return v
+
+
+def _parser():
+    defaults = AcceleratorConfig()
+    p = _Parser(prog="python -m sim.run", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="\n\n".join(__doc__.split("\n\n")[2:]) +
+                "\n\nBuilds are cached in sim_build/ (a 16x16 build takes about a minute).")
+    p.add_argument("model", metavar="MODEL.tflite", help="int8 TFLite flatbuffer, one input")
+    p.add_argument("--input", metavar="X.npy", required=True,
+                   help="int8 batch of shape (N, *input shape without batch)")
+    p.add_argument("--limit", type=_positive, default=1,
+                   help="run the first N samples of X (default 1)")
+    p.add_argument("--pe", type=_pe, default=(defaults.rows, defaults.cols), metavar="RxC",
+                   help="PE array, e.g. 16x16 (default)")
+    p.add_argument("--host-width", type=int, default=defaults.host_width, choices=HOST_WIDTHS,
+                   help=f"host stream bits per beat (default {defaults.host_width})")
+    p.add_argument("--rounding", choices=("double", "single"), default=defaults.rounding,
+                   help="requantizer rounding of the build, and of the golden model")
+    p.add_argument("--acc-width", type=int, default=defaults.acc_width,
+                   help=f"accumulator bits (default {defaults.acc_width})")
+    for name in ("act", "wgt", "par", "out"):
+        d = getattr(defaults, f"{name}_depth")
+        p.add_argument(f"--{name}-depth", type=_positive, default=d, metavar="WORDS",
+                       help=f"{name} bank depth (default {d})")
+    p.add_argument("--strategy", choices=drv.STRATEGIES, default="overlap",
+                   help="driver chunking: overlap (default, loads and stores hidden behind "
+                        "COMPUTEs) or fewest (as few COMPUTEs as fit)")
+    return p
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
+
+
+def main(argv=None):
+    """Entry point; returns the exit status."""
+    from golden.tflite_io import load_tflite
+    from sim.harness import SimulationFailed
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = AcceleratorConfig(
+            rows=args.pe[0], cols=args.pe[1], acc_width=args.acc_width,
+            rounding=args.rounding, host_width=args.host_width, act_depth=args.act_depth,
+            wgt_depth=args.wgt_depth, par_depth=args.par_depth, out_depth=args.out_depth)
+        try:
+            net = load_tflite(args.model)
+        except OSError as e:
+            raise ValueError(f"cannot read model {args.model}: {e.strerror or e}") from None
+        try:
+            x = np.load(args.input, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"cannot read input {args.input}: {_one_line(e)}") from None
+        started = time.perf_counter()
+        rows = run_model(net, x, config, limit=args.limit, strategy=args.strategy)
+    except (ValueError, OverflowError) as e:
+        parser.error(_one_line(e))
+    except SimulationFailed as e:
+        print(f"{parser.prog}: simulation failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    samples = min(args.limit, len(x))
+    print(f"{args.model}: {samples} sample(s); CONV_2D and FULLY_CONNECTED on the RTL, "
+          f"the other operators on the golden model")
+    print(format_table(config, rows))
+    rtl = [r for r in rows if r.rtl]
+    bad = [r for r in rtl if not r.exact]
+    print(f"\n{len(rtl)} RTL layers, {len(rtl) - len(bad)} exact; "
+          f"{sum(r.total for r in rtl)} simulated cycles; {elapsed:.1f} s "
+          f"(build, cached, and simulation)")
+    if bad:
+        print(f"MISMATCH against the golden model in op(s) "
+              f"{', '.join(str(r.index) for r in bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -232,12 +232,12 @@ def _parser():
     defaults = AcceleratorConfig()
     p = _Parser(prog="python -m sim.run", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="\n\n".join(__doc__.split("\n\n")[2:]) +
+                epilog="\n\n".join(__doc__.split("\n\n")[3:]) +
                 "\n\nBuilds are cached in sim_build/ (a 16x16 build takes about a minute).")
     p.add_argument("model", metavar="MODEL.tflite", help="int8 TFLite flatbuffer, one input")
     p.add_argument("--input", metavar="X.npy", required=True,
                    help="int8 batch of shape (N, *input shape without batch)")
-    p.add_argument("--limit", type=_positive, default=1,
+    p.add_argument("--limit", type=_positive, default=1, metavar="N",
                    help="run the first N samples of X (default 1)")
     p.add_argument("--pe", type=_pe, default=(defaults.rows, defaults.cols), metavar="RxC",
                    help="PE array, e.g. 16x16 (default)")

@@ -13,7 +13,6 @@ at batch 1; the ratio is taken against the faster of the two. Each time is the b
 bench markers of ``--doc``.
 """
 
-import argparse
 import os
 import platform
 import re
@@ -24,6 +23,7 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from threadpoolctl import threadpool_limits
 
+from .cli import ArgumentParser, positive_int
 from .graph import Network, Op, QuantParams, Tensor
 from .ops import conv_geometry
 from .tflite_io import to_tflite_bytes
@@ -201,28 +201,15 @@ def update_doc(path, text):
         f.write(doc)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"golden.bench: error: {message} (see --help)\n")
-
-
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
 
 
 def main(argv=None):
     """Entry point; returns the exit status."""
-    p = _Parser(prog="python -m golden.bench",
+    p = ArgumentParser(prog="python -m golden.bench",
                 description="Time golden integer inference against LiteRT's BUILTIN_REF "
                             "interpreter on a digits-sized int8 CNN and record the numbers.")
-    p.add_argument("--batch", type=_positive, default=1000, help="samples (default 1000)")
-    p.add_argument("--repeat", type=_positive, default=5,
+    p.add_argument("--batch", type=positive_int, default=1000, help="samples (default 1000)")
+    p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed runs per mode, best kept (default 5)")
     p.add_argument("--seed", type=int, default=0, help="weights and input seed (default 0)")
     p.add_argument("--doc", default=os.path.join("docs", "golden.md"),

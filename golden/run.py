@@ -8,25 +8,20 @@ be compared one for one with an interpreter run with ``experimental_preserve_all
 A bad model or input is one line on stderr and exit status 2.
 """
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
+from .cli import ArgumentParser
 from .tflite_io import load_tflite
 
 __all__ = ["main"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, as every other error of this tool; the usage is one --help away.
-        self.exit(2, f"golden.run: error: {message} (see --help)\n")
-
 
 def _parser():
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m golden.run",
         description="Run the golden integer-only model of an int8 .tflite file on a batch "
                     "and write every tensor as DIR/<tflite tensor index>.npy.",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from amaranth import Shape
 
+from golden.cli import ArgumentParser
+
 from .config import HOST_WIDTHS, AcceleratorConfig, parse_pe
 from .isa import ISA_VERSION, words_per_lanes
 
@@ -108,11 +110,6 @@ def generate(config, out_dir):
     return info
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, no usage block: the message names the bad argument.
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 
 def _pe(text):
     try:
@@ -129,7 +126,7 @@ def _int(text):
 
 
 def _parser():
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m hw.build",
         description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
                     f"{TOP_MODULE}) and a manifest.json describing the build.")

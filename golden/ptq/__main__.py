@@ -13,6 +13,7 @@ import sys
 
 from threadpoolctl import threadpool_limits
 
+from ..cli import ArgumentParser, positive_int
 from ..nets import MODELS, load
 from ..nets.train import accuracy as float_accuracy
 from . import calibrate as cal
@@ -24,11 +25,6 @@ __all__ = ["main"]
 
 REPORT_PATH = "docs/ptq-results.md"
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, like golden.run; the usage is one --help away.
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _bits(text):
@@ -42,18 +38,9 @@ def _bits(text):
     return value
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return value
-
 
 def _parser():
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m golden.ptq",
         description="Post-training quantization of the digits reference networks into "
                     "golden int8 networks: calibrate activation ranges, quantize weights "
@@ -79,9 +66,9 @@ def _parser():
     p.add_argument("--bias-correction", action="store_true",
                    help="empirical bias correction on the calibration data")
     p.add_argument("--adaround", action="store_true", help="AdaRound the weights")
-    p.add_argument("--adaround-iterations", type=_positive, default=Config().adaround_iterations,
+    p.add_argument("--adaround-iterations", type=positive_int, default=Config().adaround_iterations,
                    metavar="N", help="Adam steps per layer (default: %(default)s)")
-    p.add_argument("--calib-samples", type=_positive, default=512, metavar="N",
+    p.add_argument("--calib-samples", type=positive_int, default=512, metavar="N",
                    help="training samples used for calibration (default: %(default)s)")
     p.add_argument("--out", metavar="MODEL.tflite", help="write the int8 network here")
     p.add_argument("--report", action="store_true",

@@ -31,8 +31,8 @@ from golden.requant import activation_range
 from hw import driver as drv
 from hw.config import HOST_WIDTHS, AcceleratorConfig, parse_pe
 
-__all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_model", "format_table",
-           "main"]
+__all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_layers", "run_model",
+           "format_table", "main"]
 
 RTL_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
@@ -96,8 +96,20 @@ def _layer_program(net, k, op, values, config, strategy):
                               dilation=opt.get("dilation", (1, 1)), **common)
 
 
-def compile_layers(net, x, config, *, strategy="overlap"):
-    """Golden run of ``net`` on the int8 batch ``x``, and a program per RTL layer.
+def compile_layers(net, x, config, *, limit=1, strategy="overlap"):
+    """Golden run of the first ``limit`` samples of ``x``, and a program per RTL layer.
+
+    Parameters
+    ----------
+    net : golden.graph.Network
+        With one input.
+    x : ndarray of int8, shape (B, *input shape)
+    config : AcceleratorConfig
+    limit : int
+        Samples of ``x`` to run; all of them go into one program per layer (M counts
+        the output pixels of every sample).
+    strategy : {"overlap", "fewest"}
+        The driver's chunking (``hw.driver.plan_gemm``).
 
     Returns
     -------
@@ -107,10 +119,20 @@ def compile_layers(net, x, config, *, strategy="overlap"):
     Raises
     ------
     ValueError
-        If the driver refuses a layer (e.g. K does not fit a bank, or the accumulator could
-        overflow); the message names the op.
+        On a bad network or input, or if the driver refuses a layer (e.g. K does not fit a
+        bank, or the accumulator could overflow); the message names the op.
     """
-    values = net.run(x, rounding=config.rounding)
+    net.validate()
+    if len(net.inputs) != 1:
+        raise ValueError(f"the model has {len(net.inputs)} inputs; sim.run supports one")
+    shape = tuple(net.tensors[net.inputs[0]].shape)
+    x = np.asarray(x)
+    if x.dtype != np.int8 or x.ndim != len(shape) + 1 or x.shape[1:] != shape or not len(x):
+        raise ValueError(f"input is {x.dtype} of shape {x.shape}; the model needs int8 of "
+                         f"shape (N, {', '.join(map(str, shape))}) with N >= 1")
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+    values = net.run(x[:limit], rounding=config.rounding)
     layers = []
     for k, op in enumerate(net.ops):
         if op.kind not in RTL_OPS:
@@ -120,22 +142,13 @@ def compile_layers(net, x, config, *, strategy="overlap"):
         except (ValueError, OverflowError) as e:
             raise ValueError(f"op {k} {op.kind}: {e}") from None
         layers.append(Layer(k, op.kind, program, values[op.outputs[0]]))
+    if not layers:
+        raise ValueError("the model has no CONV_2D or FULLY_CONNECTED layer to run on the RTL")
     return layers
 
 
-def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
-    """Run the first ``limit`` samples of ``x`` through ``net``: RTL layers on the RTL.
-
-    Parameters
-    ----------
-    net : golden.graph.Network
-        With one input.
-    x : ndarray of int8, shape (B, *input shape)
-    config : AcceleratorConfig
-    limit : int
-        Samples of ``x`` to run (all layers of all of them in one program per layer).
-    build_dir : path, optional
-        A Verilator build of ``config`` (default: ``sim.bench.build(config)``, cached).
+def run_layers(net, layers, config, *, build_dir=None):
+    """Run compiled ``layers`` back to back on one simulation of ``config``.
 
     Returns
     -------
@@ -144,28 +157,11 @@ def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
 
     Raises
     ------
-    ValueError
-        On a bad network, input or a layer the driver refuses.
     sim.harness.SimulationFailed
         If the simulation itself failed (e.g. a timeout).
     """
     from sim import bench
 
-    net.validate()
-    if len(net.inputs) != 1:
-        raise ValueError(f"the model has {len(net.inputs)} inputs; sim.run supports one")
-    shape = tuple(net.tensors[net.inputs[0]].shape)
-    x = np.asarray(x)
-    if x.dtype != np.int8 or x.shape[1:] != shape or x.ndim != len(shape) + 1:
-        raise ValueError(f"input is {x.dtype} of shape {x.shape}; the model needs int8 of "
-                         f"shape (N, {', '.join(map(str, shape))})")
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise ValueError(f"limit must be a positive integer, not {limit!r}")
-    if len(x) == 0:
-        raise ValueError("input batch is empty")
-    layers = compile_layers(net, x[:limit], config, strategy=strategy)
-    if not layers:
-        raise ValueError("the model has no CONV_2D or FULLY_CONNECTED layer to run on the RTL")
     runs = [bench.Run(layer.program.words, layer.program.expected_response_words)
             for layer in layers]
     results = bench.run_rtl(config, runs, build_dir=build_dir)
@@ -184,6 +180,15 @@ def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
             row.mismatches = int(layer.want.size)
         by_index[layer.index] = row
     return [by_index.get(k, LayerResult(k, op.kind, False)) for k, op in enumerate(net.ops)]
+
+
+def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
+    """:func:`compile_layers` then :func:`run_layers`: the first ``limit`` samples of
+    ``x`` through ``net``, CONV_2D and FULLY_CONNECTED on the RTL; one LayerResult per op.
+    ``build_dir``: a Verilator build of ``config`` (default ``sim.bench.build(config)``,
+    cached)."""
+    layers = compile_layers(net, x, config, limit=limit, strategy=strategy)
+    return run_layers(net, layers, config, build_dir=build_dir)
 
 
 def format_table(config, rows):
@@ -264,6 +269,7 @@ def _one_line(e):
 def main(argv=None):
     """Entry point; returns the exit status."""
     from golden.tflite_io import load_tflite
+    from sim import bench
     from sim.harness import SimulationFailed
 
     parser = _parser()
@@ -281,14 +287,17 @@ def main(argv=None):
             x = np.load(args.input, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise ValueError(f"cannot read input {args.input}: {_one_line(e)}") from None
+        layers = compile_layers(net, x, config, limit=args.limit, strategy=args.strategy)
         started = time.perf_counter()
-        rows = run_model(net, x, config, limit=args.limit, strategy=args.strategy)
+        build_dir = bench.build(config)
+        built = time.perf_counter() - started
+        rows = run_layers(net, layers, config, build_dir=build_dir)
     except (ValueError, OverflowError) as e:
         parser.error(_one_line(e))
     except SimulationFailed as e:
         print(f"{parser.prog}: simulation failed: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
-    elapsed = time.perf_counter() - started
+    simulated = time.perf_counter() - started - built
     samples = min(args.limit, len(x))
     print(f"{args.model}: {samples} sample(s); CONV_2D and FULLY_CONNECTED on the RTL, "
           f"the other operators on the golden model")
@@ -296,8 +305,8 @@ def main(argv=None):
     rtl = [r for r in rows if r.rtl]
     bad = [r for r in rtl if not r.exact]
     print(f"\n{len(rtl)} RTL layers, {len(rtl) - len(bad)} exact; "
-          f"{sum(r.total for r in rtl)} simulated cycles; {elapsed:.1f} s "
-          f"(build, cached, and simulation)")
+          f"{sum(r.total for r in rtl)} simulated cycles; Verilator build {built:.1f} s "
+          f"(cached in sim_build/), simulation {simulated:.1f} s")
     if bad:
         print(f"MISMATCH against the golden model in op(s) "
               f"{', '.join(str(r.index) for r in bad)}", file=sys.stderr)

@@ -305,8 +305,8 @@ def main(argv=None):
     rtl = [r for r in rows if r.rtl]
     bad = [r for r in rtl if not r.exact]
     print(f"\n{len(rtl)} RTL layers, {len(rtl) - len(bad)} exact; "
-          f"{sum(r.total for r in rtl)} simulated cycles; Verilator build {built:.1f} s "
-          f"(cached in sim_build/), simulation {simulated:.1f} s")
+          f"{sum(r.total for r in rtl)} simulated cycles; elaboration + Verilator build "
+          f"{built:.1f} s (the build is cached), simulation {simulated:.1f} s")
     if bad:
         print(f"MISMATCH against the golden model in op(s) "
               f"{', '.join(str(r.index) for r in bad)}", file=sys.stderr)

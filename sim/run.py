@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.cli import ArgumentParser, positive_int
 from golden.ops import output_multipliers
 from golden.requant import activation_range
 from hw import driver as drv
@@ -210,12 +211,6 @@ def format_table(config, rows):
 
 # --- command line ------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def _pe(text):
     try:
         return parse_pe(text)
@@ -223,26 +218,16 @@ def _pe(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return v
-
-
 def _parser():
     defaults = AcceleratorConfig()
-    p = _Parser(prog="python -m sim.run", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m sim.run", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="\n\n".join(__doc__.split("\n\n")[3:]) +
                 "\n\nBuilds are cached in sim_build/ (a 16x16 build takes about a minute).")
     p.add_argument("model", metavar="MODEL.tflite", help="int8 TFLite flatbuffer, one input")
     p.add_argument("--input", metavar="X.npy", required=True,
                    help="int8 batch of shape (N, *input shape without batch)")
-    p.add_argument("--limit", type=_positive, default=1, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=1, metavar="N",
                    help="run the first N samples of X (default 1)")
     p.add_argument("--pe", type=_pe, default=(defaults.rows, defaults.cols), metavar="RxC",
                    help="PE array, e.g. 16x16 (default)")
@@ -254,7 +239,7 @@ def _parser():
                    help=f"accumulator bits (default {defaults.acc_width})")
     for name in ("act", "wgt", "par", "out"):
         d = getattr(defaults, f"{name}_depth")
-        p.add_argument(f"--{name}-depth", type=_positive, default=d, metavar="WORDS",
+        p.add_argument(f"--{name}-depth", type=positive_int, default=d, metavar="WORDS",
                        help=f"{name} bank depth (default {d})")
     p.add_argument("--strategy", choices=drv.STRATEGIES, default="overlap",
                    help="driver chunking: overlap (default, loads and stores hidden behind "

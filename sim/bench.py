@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.cli import ArgumentParser, positive_int
 from hw.config import AcceleratorConfig, parse_pe
 
 __all__ = ["Run", "RunResult", "Measurement", "build", "run_rtl", "measure", "timeline", "main"]
@@ -320,12 +321,6 @@ def format_phases(r):
 
 # --- command line ------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
-
-
 def _pe(text):
     try:
         return parse_pe(text)
@@ -333,22 +328,12 @@ def _pe(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive(text):
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
-    return v
-
-
 def _parser():
-    p = _Parser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 epilog="Builds are cached in sim_build/ (a 16x16 build takes about a minute).")
-    sub = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)
+    sub = p.add_subparsers(dest="what", required=True, parser_class=ArgumentParser)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--pe", type=_pe, default=(16, 16), metavar="RxC",
                         help="PE array, e.g. 16x16 (default)")
     common.add_argument("--host-width", type=int, default=32, choices=(8, 16, 32, 64, 128),
@@ -359,7 +344,7 @@ def _parser():
     g = sub.add_parser("gemm", parents=[common], help="one random GEMM, operands resident",
                        description="Random full-range GEMM Y = requantize(X[M,K] @ W[K,N]).")
     for dim in ("m", "k", "n"):
-        g.add_argument(f"--{dim}", type=_positive, default=256, help="default 256")
+        g.add_argument(f"--{dim}", type=positive_int, default=256, help="default 256")
     g.add_argument("--strategy", choices=("fewest", "overlap"), default="fewest",
                    help="fewest: operands resident, as few COMPUTEs as fit (default); "
                         "overlap: the driver's default chunking, loads and stores hidden "

@@ -152,9 +152,11 @@ def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
-    extra = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                         os.environ.get("PYTHONPATH")]))}
-    extra.update({k: str(v) for k, v in (env or {}).items()})
+    extra = {k: str(v) for k, v in (env or {}).items()}
+    # The runner hands the simulator this process's sys.path as PYTHONPATH (whatever else
+    # is set), so the project's benches import only if the project root is on it.
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))
     runner = get_runner("verilator")
     # Under pytest the runner exits the process on failure; turn that into a test failure
     # with the log, which is more useful than a bare SystemExit.

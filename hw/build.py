@@ -15,7 +15,7 @@ from amaranth import Shape
 
 from golden.cli import ArgumentParser
 
-from .config import HOST_WIDTHS, AcceleratorConfig, parse_pe
+from .config import HOST_WIDTHS, AcceleratorConfig, pe_argument
 from .isa import ISA_VERSION, words_per_lanes
 
 __all__ = ["TOP_MODULE", "generate", "manifest", "main"]
@@ -111,12 +111,6 @@ def generate(config, out_dir):
 
 
 
-def _pe(text):
-    try:
-        return parse_pe(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _int(text):
     try:
@@ -130,7 +124,7 @@ def _parser():
         prog="python -m hw.build",
         description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
                     f"{TOP_MODULE}) and a manifest.json describing the build.")
-    p.add_argument("--pe", type=_pe, required=True, metavar="RxC",
+    p.add_argument("--pe", type=pe_argument, required=True, metavar="RxC",
                    help="PE array size, rows x columns, each 1..64 (e.g. 16x16)")
     p.add_argument("--acc-width", type=_int, default=_DEFAULTS.acc_width, metavar="N",
                    help=f"accumulator bits, 16..32 (default {_DEFAULTS.acc_width})")

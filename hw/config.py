@@ -1,11 +1,12 @@
 """Build parameters of the accelerator, checked once, shared by gateware, driver and manifest."""
 
+import argparse
 import re
 from dataclasses import asdict, dataclass
 
 from golden.arith import ROUNDINGS
 
-__all__ = ["AcceleratorConfig", "parse_pe", "MAX_DIM", "HOST_WIDTHS"]
+__all__ = ["AcceleratorConfig", "parse_pe", "pe_argument", "MAX_DIM", "HOST_WIDTHS"]
 
 MAX_DIM = 64
 HOST_WIDTHS = (8, 16, 32, 64, 128)
@@ -23,6 +24,14 @@ def parse_pe(text):
         if not 1 <= v <= MAX_DIM:
             raise ValueError(f"--pe {name} must be in 1..{MAX_DIM}, not {v} (in {text!r})")
     return rows, cols
+
+
+def pe_argument(text):
+    """argparse type for ``--pe``: :func:`parse_pe` with its message kept on error."""
+    try:
+        return parse_pe(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @dataclass(frozen=True)

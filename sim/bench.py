@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.cli import ArgumentParser, positive_int
-from hw.config import AcceleratorConfig, parse_pe
+from hw.config import AcceleratorConfig, pe_argument
 
 __all__ = ["Run", "RunResult", "Measurement", "build", "run_rtl", "measure", "timeline", "main"]
 
@@ -321,12 +321,6 @@ def format_phases(r):
 
 # --- command line ------------------------------------------------------------------------
 
-def _pe(text):
-    try:
-        return parse_pe(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _parser():
     p = ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n\n")[0],
@@ -334,7 +328,7 @@ def _parser():
                 epilog="Builds are cached in sim_build/ (a 16x16 build takes about a minute).")
     sub = p.add_subparsers(dest="what", required=True, parser_class=ArgumentParser)
     common = ArgumentParser(add_help=False)
-    common.add_argument("--pe", type=_pe, default=(16, 16), metavar="RxC",
+    common.add_argument("--pe", type=pe_argument, default=(16, 16), metavar="RxC",
                         help="PE array, e.g. 16x16 (default)")
     common.add_argument("--host-width", type=int, default=32, choices=(8, 16, 32, 64, 128),
                         help="host stream bits per beat (default 32)")

@@ -30,7 +30,7 @@ from golden.cli import ArgumentParser, positive_int
 from golden.ops import output_multipliers
 from golden.requant import activation_range
 from hw import driver as drv
-from hw.config import HOST_WIDTHS, AcceleratorConfig, parse_pe
+from hw.config import HOST_WIDTHS, AcceleratorConfig, pe_argument
 
 __all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_layers", "run_model",
            "format_table", "main"]
@@ -211,12 +211,6 @@ def format_table(config, rows):
 
 # --- command line ------------------------------------------------------------------------
 
-def _pe(text):
-    try:
-        return parse_pe(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def _parser():
     defaults = AcceleratorConfig()
@@ -229,7 +223,7 @@ def _parser():
                    help="int8 batch of shape (N, *input shape without batch)")
     p.add_argument("--limit", type=positive_int, default=1, metavar="N",
                    help="run the first N samples of X (default 1)")
-    p.add_argument("--pe", type=_pe, default=(defaults.rows, defaults.cols), metavar="RxC",
+    p.add_argument("--pe", type=pe_argument, default=(defaults.rows, defaults.cols), metavar="RxC",
                    help="PE array, e.g. 16x16 (default)")
     p.add_argument("--host-width", type=int, default=defaults.host_width, choices=HOST_WIDTHS,
                    help=f"host stream bits per beat (default {defaults.host_width})")

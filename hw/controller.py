@@ -1,267 +1,27 @@
 """The controller: command decoder, load engine, compute engine, store and response engine.
 
 Implements ``docs/isa.md``. One 32-bit command word is consumed per cycle; the compute
-engine (:class:`ComputeEngine`) runs a COMPUTE in the background while the decoder goes on
+engine (:class:`hw.compute.ComputeEngine`) runs a COMPUTE in the background while the decoder goes on
 with the commands that do not touch the banks it uses.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .buffers import BankedBuffer, bank_addr_width
-from .config import AcceleratorConfig
+from .buffers import BankedBuffer
+from .compute import (
+    ComputeEngine,
+    buffer_shapes,
+    check_config,
+    feed_layout,
+    requant_layout,
+)
 from .host import WORD
 from .isa import ARGS, ISA_VERSION, MAGIC, PAR_WORDS_PER_CHANNEL, Error, Op, words_per_lanes
-from .requant import CHANNEL_PARAMS, LAYER_PARAMS
+from .requant import CHANNEL_PARAMS
 
-__all__ = ["feed_layout", "requant_layout", "compute_layout", "ComputeEngine", "Controller"]
-
-
-def feed_layout(rows, cols):
-    """Payload of the systolic array's input stream."""
-    return data.StructLayout({
-        "a": data.ArrayLayout(signed(8), rows),
-        "b": data.ArrayLayout(signed(8), cols),
-        "last": 1,
-    })
-
-
-def requant_layout(lanes, acc_width):
-    """Payload of the requantizer's input stream."""
-    return data.StructLayout({
-        "acc": data.ArrayLayout(signed(acc_width), lanes),
-        "params": data.ArrayLayout(CHANNEL_PARAMS, lanes),
-        "layer": LAYER_PARAMS,
-    })
-
-
-def compute_layout(config):
-    """A range-checked COMPUTE command, as the decoder hands it to the compute engine."""
-    c = config
-    return data.StructLayout({
-        "k": range(min(c.act_depth, c.wgt_depth) + 1),
-        "m_tiles": range(c.act_depth + 1),
-        "n_tiles": range(min(c.wgt_depth, c.par_depth) + 1),
-        "act_addr": range(c.act_depth),
-        "wgt_addr": range(c.wgt_depth),
-        "par_addr": range(c.par_depth),
-        "out_addr": range(c.out_depth),
-        "act_bank": 1,
-        "wgt_bank": 1,
-        "par_bank": 1,
-        "out_bank": 1,
-        "layer": LAYER_PARAMS,
-    })
-
-
-def _buffer_shapes(config):
-    return {
-        "act": data.ArrayLayout(signed(8), config.rows),
-        "wgt": data.ArrayLayout(signed(8), config.cols),
-        "par": data.ArrayLayout(CHANNEL_PARAMS, config.cols),
-        "out": data.ArrayLayout(signed(8), config.cols),
-    }
-
-
-def _check_config(config):
-    if not isinstance(config, AcceleratorConfig):
-        raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
-
-
-class ComputeEngine(wiring.Component):
-    """Runs one COMPUTE: tile feeder, parameter join, output writer and cycle counter.
-
-    The feeder reads activation word ``act_addr + t*K + k`` and weight word
-    ``wgt_addr + u*K + k`` for t-major, u-minor tiles and k in 0..K-1, and streams them to
-    the array with ``last`` on k = K-1. Its read ports are enabled exactly when the beat on
-    ``feed`` moves on (or there is none), so the one-cycle read latency costs no bubble and
-    a stalled beat holds. Each array output row is registered together with a read of its
-    parameter group and passed to the requantizer; each requantized row is written to
-    ``out_addr + (t*R + i)*n_tiles + u``. ``busy`` drops in the cycle after the last write.
-
-    Parameters
-    ----------
-    config : AcceleratorConfig
-
-    Members
-    -------
-    cmd : :py:`In(stream.Signature(compute_layout(config)))`
-        Accepted only while idle.
-    busy : :py:`Out(1)`
-    running : :py:`Out(compute_layout(config))`
-        The command being run (its banks drive the interlocks).
-    cycles : :py:`Out(32)`
-        Cycles of the current (or last) COMPUTE, as STATUS reports them.
-    act, wgt, par : :py:`In(ReadPort.Signature(...))`
-        Read ports of the activation, weight and parameter buffers (bank in ``running``).
-    out : :py:`In(WritePort.Signature(...))`
-        Write port of the output buffer.
-    feed : :py:`Out(stream.Signature(feed_layout(R, C)))`
-        To the systolic array.
-    acc : :py:`In(stream.Signature(data.ArrayLayout(signed(acc_width), C)))`
-        From the systolic array.
-    rq : :py:`Out(stream.Signature(requant_layout(C, acc_width)))`
-        To the requantizer.
-    res : :py:`In(stream.Signature(data.ArrayLayout(signed(8), C)))`
-        From the requantizer; always ready.
-    """
-
-    def __init__(self, config):
-        _check_config(config)
-        self._config = c = config
-        shapes = _buffer_shapes(c)
-        super().__init__({
-            "cmd": In(stream.Signature(compute_layout(c))),
-            "busy": Out(1),
-            "running": Out(compute_layout(c)),
-            "cycles": Out(32),
-            "act": In(ReadPort.Signature(addr_width=bank_addr_width(c.act_depth),
-                                         shape=shapes["act"])),
-            "wgt": In(ReadPort.Signature(addr_width=bank_addr_width(c.wgt_depth),
-                                         shape=shapes["wgt"])),
-            "par": In(ReadPort.Signature(addr_width=bank_addr_width(c.par_depth),
-                                         shape=shapes["par"])),
-            "out": In(WritePort.Signature(addr_width=bank_addr_width(c.out_depth),
-                                          shape=shapes["out"])),
-            "feed": Out(stream.Signature(feed_layout(c.rows, c.cols))),
-            "acc": In(stream.Signature(data.ArrayLayout(signed(c.acc_width), c.cols))),
-            "rq": Out(stream.Signature(requant_layout(c.cols, c.acc_width))),
-            "res": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
-        })
-
-    @property
-    def latency(self):
-        """Cycles from accepting a command to its first beat on ``feed``."""
-        return 2
-
-    def elaborate(self, platform):
-        m = Module()
-        c = self._config
-        run = self.running
-        start = self.cmd.valid & self.cmd.ready
-        m.d.comb += self.cmd.ready.eq(~self.busy)
-
-        with m.If(start):
-            m.d.sync += [run.eq(self.cmd.payload), self.busy.eq(1), self.cycles.eq(1)]
-        with m.Elif(self.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-
-        # Tile feeder: counters name the beat whose read is issued next.
-        active = Signal()
-        t = Signal.like(run.m_tiles)
-        u = Signal.like(run.n_tiles)
-        k = Signal.like(run.k)
-        act_ptr = Signal(range(c.act_depth + 1))
-        act_block = Signal.like(act_ptr)
-        wgt_ptr = Signal(range(c.wgt_depth + 1))
-        f_valid = Signal()
-        f_last = Signal()
-        advance = Signal()
-        last_k = k == run.k - 1
-        m.d.comb += [
-            advance.eq(~f_valid | self.feed.ready),
-            self.act.en.eq(advance),
-            self.act.addr.eq(act_ptr),
-            self.wgt.en.eq(advance),
-            self.wgt.addr.eq(wgt_ptr),
-            self.feed.valid.eq(f_valid),
-            self.feed.payload.a.eq(self.act.data),
-            self.feed.payload.b.eq(self.wgt.data),
-            self.feed.payload.last.eq(f_last),
-        ]
-        with m.If(advance):
-            m.d.sync += [f_valid.eq(active), f_last.eq(last_k)]
-            with m.If(active):
-                with m.If(last_k):
-                    m.d.sync += k.eq(0)
-                    with m.If(u == run.n_tiles - 1):
-                        m.d.sync += [
-                            u.eq(0),
-                            wgt_ptr.eq(run.wgt_addr),
-                            act_ptr.eq(act_ptr + 1),
-                            act_block.eq(act_ptr + 1),
-                            t.eq(t + 1),
-                        ]
-                        with m.If(t == run.m_tiles - 1):
-                            m.d.sync += active.eq(0)
-                    with m.Else():
-                        m.d.sync += [
-                            u.eq(u + 1),
-                            wgt_ptr.eq(wgt_ptr + 1),
-                            act_ptr.eq(act_block),
-                        ]
-                with m.Else():
-                    m.d.sync += [k.eq(k + 1), act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
-        with m.If(start):
-            p = self.cmd.payload
-            m.d.sync += [
-                active.eq(1), t.eq(0), u.eq(0), k.eq(0),
-                act_ptr.eq(p.act_addr), act_block.eq(p.act_addr), wgt_ptr.eq(p.wgt_addr),
-            ]
-
-        # Parameter join: an array row and its group's parameters, one register stage.
-        p_valid = Signal()
-        p_acc = Signal.like(self.acc.payload)
-        p_u = Signal.like(run.n_tiles)
-        p_i = Signal(range(c.rows))
-        par_ptr = Signal(range(c.par_depth + 1))
-        take = self.acc.valid & self.acc.ready
-        m.d.comb += [
-            self.acc.ready.eq(~p_valid | self.rq.ready),
-            self.par.en.eq(take),
-            self.par.addr.eq(par_ptr),
-            self.rq.valid.eq(p_valid),
-            self.rq.payload.acc.eq(p_acc),
-            self.rq.payload.params.eq(self.par.data),
-            self.rq.payload.layer.eq(run.layer),
-        ]
-        with m.If(take):
-            m.d.sync += [p_valid.eq(1), p_acc.eq(self.acc.payload)]
-            with m.If(p_i == c.rows - 1):
-                m.d.sync += p_i.eq(0)
-                with m.If(p_u == run.n_tiles - 1):
-                    m.d.sync += [p_u.eq(0), par_ptr.eq(run.par_addr)]
-                with m.Else():
-                    m.d.sync += [p_u.eq(p_u + 1), par_ptr.eq(par_ptr + 1)]
-            with m.Else():
-                m.d.sync += p_i.eq(p_i + 1)
-        with m.Elif(self.rq.ready):
-            m.d.sync += p_valid.eq(0)
-        with m.If(start):
-            m.d.sync += [p_u.eq(0), p_i.eq(0), par_ptr.eq(self.cmd.payload.par_addr)]
-
-        # Output writer.
-        w_t = Signal.like(run.m_tiles)
-        w_u = Signal.like(run.n_tiles)
-        w_i = Signal(range(c.rows))
-        row_ptr = Signal(range(c.out_depth + 1))
-        tile_start = Signal.like(row_ptr)
-        next_tile = Signal.like(row_ptr)
-        m.d.comb += [
-            self.res.ready.eq(1),
-            self.out.en.eq(self.res.valid),
-            self.out.addr.eq(row_ptr),
-            self.out.data.eq(self.res.payload),
-        ]
-        with m.If(self.res.valid):
-            with m.If(w_i == c.rows - 1):
-                m.d.comb += next_tile.eq(Mux(w_u == run.n_tiles - 1, row_ptr, tile_start) + 1)
-                m.d.sync += [w_i.eq(0), row_ptr.eq(next_tile), tile_start.eq(next_tile)]
-                with m.If(w_u == run.n_tiles - 1):
-                    m.d.sync += [w_u.eq(0), w_t.eq(w_t + 1)]
-                    with m.If(w_t == run.m_tiles - 1):
-                        m.d.sync += self.busy.eq(0)
-                with m.Else():
-                    m.d.sync += w_u.eq(w_u + 1)
-            with m.Else():
-                m.d.sync += [w_i.eq(w_i + 1), row_ptr.eq(row_ptr + run.n_tiles)]
-        with m.If(start):
-            p = self.cmd.payload
-            m.d.sync += [w_t.eq(0), w_u.eq(0), w_i.eq(0),
-                         row_ptr.eq(p.out_addr), tile_start.eq(p.out_addr)]
-        return m
+__all__ = ["Controller"]
 
 
 class Controller(wiring.Component):
@@ -288,7 +48,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, config):
-        _check_config(config)
+        check_config(config)
         self._config = c = config
         super().__init__({
             "i": In(stream.Signature(32)),
@@ -313,7 +73,7 @@ class Controller(wiring.Component):
         m = Module()
         c = self._config
         R, C = c.rows, c.cols
-        shapes = _buffer_shapes(c)
+        shapes = buffer_shapes(c)
 
         m.submodules.act_buf = act_buf = BankedBuffer(shapes["act"], c.act_depth,
                                                       granularity=1)

@@ -13,8 +13,8 @@ from .buffers import bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
 
-__all__ = ["feed_layout", "requant_layout", "compute_layout", "buffer_shapes", "check_config",
-           "ComputeEngine"]
+__all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
+           "check_config", "ComputeEngine"]
 
 
 def feed_layout(rows, cols):
@@ -33,6 +33,17 @@ def requant_layout(lanes, acc_width):
         "params": data.ArrayLayout(CHANNEL_PARAMS, lanes),
         "layer": LAYER_PARAMS,
     })
+
+
+def array_ports(config):
+    """The ports that face the systolic array and the requantizer (compute engine side)."""
+    c = config
+    return {
+        "feed": Out(stream.Signature(feed_layout(c.rows, c.cols))),
+        "acc": In(stream.Signature(data.ArrayLayout(signed(c.acc_width), c.cols))),
+        "rq": Out(stream.Signature(requant_layout(c.cols, c.acc_width))),
+        "res": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
+    }
 
 
 def compute_layout(config):
@@ -123,10 +134,7 @@ class ComputeEngine(wiring.Component):
                                          shape=shapes["par"])),
             "out": In(WritePort.Signature(addr_width=bank_addr_width(c.out_depth),
                                           shape=shapes["out"])),
-            "feed": Out(stream.Signature(feed_layout(c.rows, c.cols))),
-            "acc": In(stream.Signature(data.ArrayLayout(signed(c.acc_width), c.cols))),
-            "rq": Out(stream.Signature(requant_layout(c.cols, c.acc_width))),
-            "res": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
+            **array_ports(c),
         })
 
     @property

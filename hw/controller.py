@@ -1,21 +1,20 @@
 """The controller: command decoder, load engine, compute engine, store and response engine.
 
 Implements ``docs/isa.md``. One 32-bit command word is consumed per cycle; the compute
-engine (:class:`hw.compute.ComputeEngine`) runs a COMPUTE in the background while the decoder goes on
-with the commands that do not touch the banks it uses.
+engine (:class:`hw.compute.ComputeEngine`) runs a COMPUTE in the background while the
+decoder goes on with the commands that do not touch the banks it uses.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .buffers import BankedBuffer
 from .compute import (
     ComputeEngine,
+    array_ports,
     buffer_shapes,
     check_config,
-    feed_layout,
-    requant_layout,
 )
 from .host import WORD
 from .isa import ARGS, ISA_VERSION, MAGIC, PAR_WORDS_PER_CHANNEL, Error, Op, words_per_lanes
@@ -53,10 +52,7 @@ class Controller(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(32)),
             "o": Out(stream.Signature(WORD)),
-            "feed": Out(stream.Signature(feed_layout(c.rows, c.cols))),
-            "acc": In(stream.Signature(data.ArrayLayout(signed(c.acc_width), c.cols))),
-            "rq": Out(stream.Signature(requant_layout(c.cols, c.acc_width))),
-            "res": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
+            **array_ports(c),
         })
 
     @property

@@ -11,13 +11,12 @@ import functools
 import numpy as np
 import pytest
 
-from golden.ops import gemm
-from golden.requant import requantize
 from hw import driver as drv
 from hw.config import AcceleratorConfig
 from hw.isa import ID_WORDS, STATUS_WORDS, Op
 from sim import bench
 from sim.model import IsaModel
+from tests.hw.test_driver import golden_gemm
 
 CONFIGS = {
     "4x4": AcceleratorConfig(rows=4, cols=4, act_depth=64, wgt_depth=64, par_depth=2,
@@ -63,11 +62,6 @@ def random_layer(rng, config, m, k, n):
     act_min, act_max = ((-128, 127), (max(-128, z_out), 127),
                         (max(-128, z_out), min(127, z_out + int(rng.integers(1, 100)))))[act]
     return x, w, bias, m0, shift, z_out, act_min, act_max
-
-
-def golden_gemm(config, x, w, bias, m0, shift, z_out, act_min, act_max):
-    acc = gemm(x, np.ascontiguousarray(w.T), acc_width=config.acc_width)
-    return requantize(acc, bias, m0, shift, z_out, act_min, act_max, rounding=config.rounding)
 
 
 def ragged_shapes(rng, config, count):

@@ -18,7 +18,7 @@ __all__ = [
     "saturating_rounding_doubling_high_mul",
     "rounding_divide_by_pot",
     "multiply_by_quantized_multiplier",
-    "accumulator_bound",
+    "accumulator_bounds",
     "check_accumulator",
 ]
 
@@ -148,31 +148,106 @@ def multiply_by_quantized_multiplier(acc, m0, shift, *, rounding="double"):
     return _wrap_int32(out).astype(np.int32)
 
 
-def accumulator_bound(k, bias=0):
-    """Worst-case magnitude of an accumulator over ``k`` int8 x int8 products plus bias.
+def _channel_bias(bias, n):
+    """``bias`` as an int64 vector of shape (n,); None is zeros, a scalar is broadcast."""
+    if bias is None:
+        return np.zeros(n, dtype=np.int64)
+    b = np.asarray(bias)
+    if b.dtype.kind not in "iu" or b.ndim > 1 or (b.ndim == 1 and b.shape != (n,)):
+        raise ValueError(f"bias must be an integer scalar or array of shape ({n},), not "
+                         f"{b.dtype} {b.shape}")
+    return np.broadcast_to(b.astype(np.int64), (n,))
 
-    ``k * 127 * 128 + max|bias|`` (weights in [-127, 127], activations in [-128, 127]),
-    as a Python int.
+
+def accumulator_bounds(w, bias=None):
+    """Exact per-channel range of a GEMM accumulator over every int8 input.
+
+    Over all ``x`` in [-128, 127]^K, ``sum_k x[k] * w[k, n]`` takes its largest value at
+    ``x[k] = 127`` where ``w[k, n] > 0`` and ``-128`` where ``w[k, n] < 0``, its smallest at
+    the opposite codes (``../shared/ARITHMETIC.md``, "Overflow is decided per output
+    channel"). Both extremes are attained, so the range is exact, not a bound.
+
+    Parameters
+    ----------
+    w : array_like of int, shape (K, N)
+        Weight codes, one column per output channel (the driver's layout; golden's (N, K)
+        matrices pass ``w.T``). Any integer values, -128 included.
+    bias : array_like of int, shape (N,) or scalar, optional
+        Zero-point-folded bias ``bias'``, added to both ends when given.
+
+    Returns
+    -------
+    lo, hi : ndarray of int64, shape (N,)
+        ``min`` and ``max`` over x of ``sum_k x[k] * w[k, n]`` (``+ bias'[n]``).
     """
-    if int(k) < 0:
-        raise ValueError(f"k must be non-negative, not {k!r}")
-    b = np.asarray(bias, dtype=np.int64)
-    return int(k) * 127 * 128 + (int(np.max(np.abs(b))) if b.size else 0)
+    w = np.asarray(w)
+    if w.dtype.kind not in "iu" or w.ndim != 2:
+        raise ValueError(f"w must be a 2-D integer array of shape (K, N), not "
+                         f"{w.dtype} {w.shape}")
+    w = w.astype(np.int64)
+    pos = np.where(w > 0, w, 0).sum(axis=0)
+    neg = np.where(w < 0, w, 0).sum(axis=0)
+    b = _channel_bias(bias, w.shape[1])
+    return -128 * pos + 127 * neg + b, 127 * pos - 128 * neg + b
 
 
-def check_accumulator(k, bias=0, acc_width=32, *, what="layer"):
-    """Refuse a GEMM whose worst-case accumulator could overflow ``acc_width`` bits.
+def _first_misfit(lo, hi, low, high):
+    """Index of the first channel whose [lo, hi] leaves [low, high], and how many do; or None."""
+    bad = np.flatnonzero((lo < low) | (hi > high))
+    return (int(bad[0]), len(bad)) if len(bad) else None
+
+
+def check_accumulator(w, bias=None, acc_width=32, *, name="layer"):
+    """Refuse a GEMM whose accumulator could overflow, from its own weights and bias.
+
+    Channel ``n`` passes when its exact accumulator range ``[lo, hi]``
+    (:func:`accumulator_bounds`) fits a signed ``acc_width``-bit accumulator and
+    ``[lo + bias'[n], hi + bias'[n]]`` fits int32. Only the final sum matters: two's-complement
+    wrap of partial sums cancels when it fits, so a passing layer is exact at any K.
+
+    Parameters
+    ----------
+    w : array_like of int, shape (K, N)
+        Weight codes, one column per output channel.
+    bias : array_like of int, shape (N,) or scalar, optional
+        Zero-point-folded int32 bias ``bias'`` (None: zeros).
+    acc_width : int
+        Accumulator width in bits, in [1, 64].
+    name : str
+        Names the layer in the error.
+
+    Returns
+    -------
+    lo, hi : ndarray of int64, shape (N,)
+        The accumulator's range without the bias.
 
     Raises
     ------
     AccumulatorOverflowError
-        Naming ``what``, the bound and the width, instead of letting the sum wrap.
+        Naming the layer, the first failing output channel, its range, K and the limits.
     """
-    bound = accumulator_bound(k, bias)
-    limit = 2 ** (int(acc_width) - 1) - 1
-    if bound > limit:
-        raise AccumulatorOverflowError(
-            f"{what}: worst-case accumulator |acc| <= {bound} (K={k}) does not fit a "
-            f"{acc_width}-bit signed accumulator (max {limit})"
-        )
-    return bound
+    if isinstance(acc_width, bool) or not isinstance(acc_width, (int, np.integer)) \
+            or not 1 <= acc_width <= 64:
+        raise ValueError(f"acc_width must be an int in [1, 64], not {acc_width!r}")
+    lo, hi = accumulator_bounds(w)
+    k = np.shape(w)[0]
+    b = _channel_bias(bias, lo.shape[0])
+    a_min, a_max = -(2 ** (int(acc_width) - 1)), 2 ** (int(acc_width) - 1) - 1
+    # Python ints (object arrays) from here: a bias' near the int64 ends must not wrap.
+    checks = (
+        ("accumulator", lo.astype(object), hi.astype(object), a_min, a_max,
+         f"a {acc_width}-bit signed accumulator"),
+        ("accumulator + bias'", lo.astype(object) + b.astype(object),
+         hi.astype(object) + b.astype(object), INT32_MIN, INT32_MAX, "int32"),
+    )
+    for kind, low_c, high_c, low, high, limits in checks:
+        misfit = _first_misfit(low_c, high_c, low, high)
+        if misfit is not None:
+            c, count = misfit
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            raise AccumulatorOverflowError(
+                f"{name}: output channel {c}{more}: worst-case {kind} "
+                f"[{low_c[c]}, {high_c[c]}] (K={k}, bias' {b[c]}) does not fit {limits} "
+                f"[{low}, {high}]"
+            )
+    return lo, hi

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import ops
+from .arith import AccumulatorOverflowError
 from .quant import dequantize, quantize
 from .requant import ACTIVATIONS, activation_range
 
@@ -353,6 +354,13 @@ class Network:
             Tensor index -> int8 ``(B, *shape)`` for activations, the stored data for
             constants.
 
+        Raises
+        ------
+        golden.arith.AccumulatorOverflowError
+            When a layer's weights and bias could overflow int32 on some input
+            (:func:`golden.arith.check_accumulator`), naming the op, its output tensor and
+            the channel.
+
         Notes
         -----
         Scales are rounded to float32 before multipliers are derived, because that is
@@ -360,8 +368,12 @@ class Network:
         """
         self.validate()
         values = self._batch(x, "int8")
-        for op in self.ops:
-            values[op.outputs[0]] = self._run_int(op, values, rounding)
+        for k, op in enumerate(self.ops):
+            try:
+                values[op.outputs[0]] = self._run_int(op, values, rounding)
+            except AccumulatorOverflowError as e:
+                name = self.tensors[op.outputs[0]].name
+                raise AccumulatorOverflowError(f"op {k} ({name!r}): {e}") from None
         return self._collect(values, preserve, lambda t: np.asarray(t.data))
 
     def run_float(self, x, preserve=True):

@@ -50,12 +50,10 @@ __all__ = [
 
 PADDINGS = ("SAME", "VALID")
 
-# Partial sums of K int8 x int8 products are integers of magnitude <= K * 2**14. float32
-# holds every integer up to 2**24 and float64 every integer up to 2**53, so a BLAS matmul
-# in those types adds exactly whatever its summation order or FMA use, and is several
-# times faster than NumPy's (non-BLAS) integer matmul.
-_F32_MAX_K = 2**24 // 2**14
-_F64_MAX_K = 2**53 // 2**14
+# float32 holds every integer up to 2**24 and float64 every integer up to 2**53, so a BLAS
+# matmul whose partial sums stay below that adds exactly whatever its summation order or FMA
+# use, and is several times faster than NumPy's (non-BLAS) integer matmul.
+_F32_EXACT = 2**24
 
 
 def _pair(value, name):
@@ -182,8 +180,14 @@ def im2col(x, kernel, stride=(1, 1), padding="VALID", dilation=(1, 1), pad_value
     return win.reshape(x.shape[0] * oh * ow, kernel[0] * kernel[1] * x.shape[3])
 
 
-def _exact_float_dtype(k):
-    return np.float32 if k <= _F32_MAX_K else np.float64
+def _exact_float_dtype(w):
+    """float32 when every partial sum of ``x @ w.T`` is an integer below 2**24, else float64.
+
+    A partial sum of row n is at most ``128 * sum_k |w[n, k]|`` in magnitude, below 2**32
+    for any ``w`` that passes a 32-bit accumulator check, so float64 is always exact.
+    """
+    reach = 128 * int(np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0))
+    return np.float32 if reach <= _F32_EXACT else np.float64
 
 
 def gemm(a, w, *, acc_width=32):
@@ -210,11 +214,15 @@ def gemm(a, w, *, acc_width=32):
     if not 1 <= acc_width <= 32:
         raise ValueError(f"acc_width must be in [1, 32], not {acc_width!r}")
     k = a.shape[1]
-    check_accumulator(k, 0, acc_width, what=f"gemm {a.shape[0]}x{k}x{w.shape[0]}")
-    # Exact by the bound above (see _F32_MAX_K); K > _F64_MAX_K cannot pass a 32-bit check.
-    ft = _exact_float_dtype(k)
-    acc = a.astype(ft) @ w.astype(ft).T
-    return acc.astype(np.int32)
+    check_accumulator(w.T, None, acc_width, name=f"gemm {a.shape[0]}x{k}x{w.shape[0]}")
+    return _mac(w)(a)
+
+
+def _mac(w):
+    """The exact matmul ``rows -> rows @ w.T`` (int32) of a checked (N, K) weight matrix."""
+    ft = _exact_float_dtype(w)
+    wf = w.astype(ft).T
+    return lambda rows: (rows.astype(ft) @ wf).astype(np.int32)
 
 
 def depthwise_gemm(a, w, depth_multiplier=1):
@@ -237,11 +245,12 @@ def depthwise_gemm(a, w, depth_multiplier=1):
     m, t, c = a.shape
     if w.shape != (t, c * depth_multiplier):
         raise ValueError(f"w must have shape {(t, c * depth_multiplier)}, not {w.shape}")
-    check_accumulator(t, 0, what=f"depthwise gemm {m}x{t}x{c * depth_multiplier}")
+    check_accumulator(w, None, name=f"depthwise gemm {m}x{t}x{c * depth_multiplier}")
     if depth_multiplier > 1:
         a = np.repeat(a, depth_multiplier, axis=2)
-    # One tap at a time keeps the temporaries at (M, C*dm); int32 holds every product
-    # (|p| <= 2**14) and, by the accumulator check, every partial sum.
+    # One tap at a time keeps the temporaries at (M, C*dm). int32 holds every product
+    # (|p| <= 2**14); a partial sum may wrap, but int32 addition is exact modulo 2**32 and
+    # the accumulator check puts the final sum inside int32, so the result is exact.
     acc = np.zeros((m, w.shape[1]), dtype=np.int32)
     wide = w.astype(np.int32)
     for tap in range(t):
@@ -263,6 +272,14 @@ def fold_bias(bias, w, z_in):
     -------
     ndarray of int32, shape (N,).
     """
+    folded = _fold_bias64(bias, w, z_in)
+    if np.any((folded < INT32_MIN) | (folded > INT32_MAX)):
+        raise OverflowError("folded bias does not fit int32")
+    return folded.astype(np.int32)
+
+
+def _fold_bias64(bias, w, z_in):
+    """:func:`fold_bias` in int64, unchecked, for :func:`_checked_bias`."""
     w = _check_int8(w, "w", 2)
     z_in = _check_code(z_in, "z_in")
     if bias is None:
@@ -271,9 +288,18 @@ def fold_bias(bias, w, z_in):
     if b.dtype.kind not in "iu" or b.shape != (w.shape[0],):
         raise ValueError(f"bias must be an integer array of shape ({w.shape[0]},), not "
                          f"{b.dtype} {b.shape}")
-    folded = b.astype(np.int64) - z_in * w.astype(np.int64).sum(axis=1)
-    if np.any((folded < INT32_MIN) | (folded > INT32_MAX)):
-        raise OverflowError("folded bias does not fit int32")
+    return b.astype(np.int64) - z_in * w.astype(np.int64).sum(axis=1)
+
+
+def _checked_bias(bias, w_kn, z_in, name):
+    """The folded bias of a layer whose accumulator cannot overflow, as int32.
+
+    ``w_kn`` is the (K, N) weight matrix. The exact check comes first, so a folded bias
+    outside int32 is refused with the layer's name and numbers (it always overflows:
+    ``lo <= 0 <= hi``, so ``bias'`` itself is in the checked range).
+    """
+    folded = _fold_bias64(bias, np.ascontiguousarray(w_kn.T), z_in)
+    check_accumulator(w_kn, folded, name=name)
     return folded.astype(np.int32)
 
 
@@ -373,9 +399,8 @@ def conv2d(x, w, bias, m0, shift, *, z_in, z_out, stride=(1, 1), padding="VALID"
     n, kh, kw, c = w.shape
     patches = im2col(x, (kh, kw), stride, padding, dilation, pad_value=z_in)
     wk = w.reshape(n, kh * kw * c)
-    folded = fold_bias(bias, wk, z_in)
-    check_accumulator(wk.shape[1], folded, what="CONV_2D")
-    y = _gemm_requantize(lambda rows: gemm(rows, wk), patches, n, folded, m0, shift, z_out,
+    folded = _checked_bias(bias, wk.T, z_in, "CONV_2D")
+    y = _gemm_requantize(_mac(wk), patches, n, folded, m0, shift, z_out,
                          act_min, act_max, rounding)
     oh = conv_geometry(x.shape[1], kh, _pair(stride, "stride")[0], padding,
                        _pair(dilation, "dilation")[0])[0]
@@ -409,8 +434,7 @@ def depthwise_conv2d(x, w, bias, m0, shift, *, z_in, z_out, depth_multiplier=1,
     _, kh, kw, n = w.shape
     patches = im2col(x, (kh, kw), stride, padding, dilation, pad_value=z_in)
     wt = w.reshape(kh * kw, n)
-    folded = fold_bias(bias, np.ascontiguousarray(wt.T), z_in)
-    check_accumulator(kh * kw, folded, what="DEPTHWISE_CONV_2D")
+    folded = _checked_bias(bias, wt, z_in, "DEPTHWISE_CONV_2D")
     y = _gemm_requantize(lambda rows: depthwise_gemm(rows, wt, int(depth_multiplier)),
                          patches.reshape(-1, kh * kw, c), n, folded, m0, shift, z_out,
                          act_min, act_max, rounding)
@@ -440,9 +464,8 @@ def fully_connected(x, w, bias, m0, shift, *, z_in, z_out, act_min=-128, act_max
     a = x.reshape(x.shape[0], -1)
     if a.shape[1] != w.shape[1]:
         raise ValueError(f"x must have {w.shape[1]} elements per sample, not shape {x.shape}")
-    folded = fold_bias(bias, w, z_in)
-    check_accumulator(w.shape[1], folded, what="FULLY_CONNECTED")
-    return _gemm_requantize(lambda rows: gemm(rows, w), a, w.shape[0], folded, m0, shift,
+    folded = _checked_bias(bias, w.T, z_in, "FULLY_CONNECTED")
+    return _gemm_requantize(_mac(w), a, w.shape[0], folded, m0, shift,
                             z_out, act_min, act_max, rounding)
 
 

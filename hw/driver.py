@@ -582,8 +582,7 @@ def compile_gemm(config, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=1
     act_min = _check_codes("act_min", act_min, -128, 127)
     act_max = _check_codes("act_max", act_max, act_min, 127)
     what = f"GEMM M={m} K={k} N={n}"
-    check_accumulator(k, 0, config.acc_width, what=what + " (accumulator)")
-    check_accumulator(k, bias, 32, what=what + " (accumulator + bias)")
+    check_accumulator(w, bias, config.acc_width, name=what)
     plan = plan_gemm(config, m, k, n, strategy)
     return _lower(config, plan, x, w, bias, m0, shift, layer_word(z_out, act_min, act_max),
                   status, (m, n))

@@ -9,6 +9,7 @@ from golden.arith import (
     INT32_MAX,
     INT32_MIN,
     AccumulatorOverflowError,
+    accumulator_bounds,
     check_accumulator,
     multiply_by_quantized_multiplier,
     quantize_multiplier,
@@ -149,13 +150,120 @@ def test_single_and_double_rounding_differ_somewhere(rng):
     assert np.any(a != b) and np.max(np.abs(a.astype(int) - b)) == 1
 
 
-def test_accumulator_check():
-    assert check_accumulator(3, [5, -7]) == 3 * 127 * 128 + 7
-    check_accumulator(132104, 0)  # 132104 * 16256 = 2147482624 <= 2**31 - 1
-    with pytest.raises(AccumulatorOverflowError, match="K=132105"):
-        check_accumulator(132105, 0)
-    with pytest.raises(AccumulatorOverflowError, match="16-bit"):
-        check_accumulator(3, 0, acc_width=16)
+def corner_range(w):
+    """min and max of x @ w over the 2**K corners of [-128, 127]**K, per column.
+
+    A linear function on a box takes its extremes at corners, so this is the exact range,
+    computed by enumeration rather than by the per-weight sign rule under test.
+    """
+    k = w.shape[0]
+    bits = (np.arange(2**k)[:, None] >> np.arange(k)) & 1
+    corners = np.where(bits == 1, 127, -128).astype(np.int64)
+    sums = corners @ w.astype(np.int64)
+    return sums.min(axis=0), sums.max(axis=0)
+
+
+def test_accumulator_bounds_equal_exhaustive_search_k2():
+    """K = 2: every one of the 65536 inputs, several weight columns."""
+    x = np.stack(np.meshgrid(np.arange(-128, 128), np.arange(-128, 128)), -1).reshape(-1, 2)
+    w = np.array([[127, -127, 0, 5, -128, 0], [-127, -127, 0, -3, 127, 9]], np.int8)
+    sums = x @ w.astype(np.int64)
+    lo, hi = accumulator_bounds(w)
+    np.testing.assert_array_equal(lo, sums.min(axis=0))
+    np.testing.assert_array_equal(hi, sums.max(axis=0))
+    assert lo.dtype == hi.dtype == np.int64
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_accumulator_bounds_equal_corner_search(rng, k):
+    w = rng.integers(-128, 128, (k, 40)).astype(np.int8)
+    w[:, 0] = 127
+    w[:, 1] = -128
+    w[:, 2] = 0
+    w[0, 3] = -127
+    bias = rng.integers(INT32_MIN, INT32_MAX, 40, endpoint=True)
+    lo, hi = corner_range(w)
+    got = accumulator_bounds(w, bias)
+    np.testing.assert_array_equal(got[0], lo + bias)
+    np.testing.assert_array_equal(got[1], hi + bias)
+    # Random inputs stay inside, and are never outside by the arithmetic.
+    x = rng.integers(-128, 128, (1000, k))
+    sums = x @ w.astype(np.int64)
+    assert np.all(sums >= lo) and np.all(sums <= hi)
+
+
+def test_accumulator_bounds_of_large_k_are_attained(rng):
+    """K = 4608 (3x3x512): the extremal input of each channel reaches its bound exactly."""
+    w = rng.integers(-127, 128, (4608, 16)).astype(np.int8)
+    lo, hi = accumulator_bounds(w)
+    for n in range(16):
+        col = w[:, n].astype(np.int64)
+        assert int(np.where(col > 0, 127, -128) @ col) == hi[n]
+        assert int(np.where(col > 0, -128, 127) @ col) == lo[n]
+    assert np.all(hi < 4608 * 127 * 128)
+
+
+def test_accumulator_bounds_rejects():
+    with pytest.raises(ValueError, match=r"w must be a 2-D integer array of shape \(K, N\)"):
+        accumulator_bounds(np.zeros(3, np.int8))
+    with pytest.raises(ValueError, match="w must be"):
+        accumulator_bounds(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"bias must be .* shape \(2,\)"):
+        accumulator_bounds(np.zeros((3, 2), np.int8), [1, 2, 3])
+
+
+def test_check_accumulator_at_the_int32_limits(rng):
+    """bias' placed so that a channel's range touches INT32_MAX / INT32_MIN: accepted;
+    one more: refused, naming the layer, the channel and the numbers."""
+    w = rng.integers(-127, 128, (12, 8)).astype(np.int8)
+    lo, hi = corner_range(w)
+    bias = np.where(np.arange(8) % 2 == 0, INT32_MAX - hi, INT32_MIN - lo)
+    got_lo, got_hi = check_accumulator(w, bias, name="conv7")
+    np.testing.assert_array_equal(got_lo, lo)
+    np.testing.assert_array_equal(got_hi, hi)
+    for c in (0, 5):
+        over = bias.copy()
+        over[c] += 1 if c % 2 == 0 else -1
+        with pytest.raises(AccumulatorOverflowError) as e:
+            check_accumulator(w, over, name="conv7")
+        message = str(e.value)
+        assert message.startswith(f"conv7: output channel {c}: ")
+        assert "accumulator + bias'" in message and "int32" in message and "K=12" in message
+        end = INT32_MAX + 1 if c % 2 == 0 else INT32_MIN - 1
+        assert str(end) in message and str(over[c]) in message
+
+
+def test_check_accumulator_width(rng):
+    """Passes at the narrowest width that holds every channel's range, fails one bit below."""
+    for _ in range(20):
+        k = int(rng.integers(1, 10))
+        w = rng.integers(-128, 128, (k, 5)).astype(np.int8)
+        if not w.any():
+            continue
+        lo, hi = corner_range(w)
+        width = next(b for b in range(1, 40)
+                     if lo.min() >= -(2 ** (b - 1)) and hi.max() <= 2 ** (b - 1) - 1)
+        check_accumulator(w, None, width)
+        with pytest.raises(AccumulatorOverflowError, match=f"{width - 1}-bit signed accumulator"):
+            check_accumulator(w, None, width - 1)
+
+
+def test_check_accumulator_counts_failing_channels():
+    w = np.full((132105, 3), 127, np.int8)
+    w[:, 1] = 1  # channels 0 and 2: [-132105 * 128 * 127, 132105 * 127 * 127]
+    with pytest.raises(AccumulatorOverflowError,
+                       match=r"^fc: output channel 0 \(and 1 more\): worst-case accumulator "
+                             r"\[-2147498880, 2130721545\] \(K=132105"):
+        check_accumulator(w, 0, name="fc")
+    # The crude K * 127 * 128 bound would refuse these; the weights' own range fits.
+    check_accumulator(np.full((132105, 3), 1, np.int8), 0)
+    check_accumulator(np.zeros((1, 2), np.int8), [INT32_MAX, INT32_MIN])
+
+
+def test_check_accumulator_rejects_bad_width():
+    for width in (0, 65, True, 8.0):
+        with pytest.raises(ValueError, match="acc_width must be an int in"):
+            check_accumulator(np.zeros((1, 1), np.int8), None, width)
 
 
 def test_requantize_against_scalar(rng):

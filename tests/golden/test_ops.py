@@ -156,12 +156,32 @@ def test_gemm_scalar_reference(rng):
             assert got[m, n] == sum(int(a[m, k]) * int(w[n, k]) for k in range(6))
 
 
-def test_gemm_refuses_overflowing_k():
+def test_gemm_refuses_overflowing_weights():
+    """The refusal follows the weights: K = 132105 overflows with |w| = 127, not with 1."""
     k = (2**31 - 1) // (127 * 128) + 1
     with pytest.raises(AccumulatorOverflowError, match="32-bit"):
-        gemm(np.zeros((1, k), np.int8), np.zeros((1, k), np.int8))
-    with pytest.raises(AccumulatorOverflowError, match="16-bit"):
-        gemm(np.zeros((1, 3), np.int8), np.zeros((1, 3), np.int8), acc_width=16)
+        gemm(np.zeros((1, k), np.int8), np.full((1, k), 127, np.int8))
+    x = np.full((2, k), -128, np.int8)
+    x[1] = 127
+    np.testing.assert_array_equal(gemm(x, np.ones((1, k), np.int8)), [[-128 * k], [127 * k]])
+    w = np.full((2, 3), 127, np.int8)
+    with pytest.raises(AccumulatorOverflowError, match="output channel 0 .*16-bit"):
+        gemm(np.zeros((1, 3), np.int8), w, acc_width=16)
+    w[0] = 1
+    with pytest.raises(AccumulatorOverflowError, match="output channel 1: .*16-bit"):
+        gemm(np.zeros((1, 3), np.int8), w, acc_width=16)
+
+
+def test_gemm_float_path_is_exact_beyond_float32(rng):
+    """Partial sums past 2**24 (float32's exact range) still come out exact."""
+    k = 2048
+    x = rng.integers(-128, 128, (6, k)).astype(np.int8)
+    x[0], x[1] = 127, -128
+    w = rng.integers(-127, 128, (3, k)).astype(np.int8)
+    w[0] = 127
+    want = x.astype(np.int64) @ w.astype(np.int64).T
+    assert np.abs(want).max() > 2**24
+    np.testing.assert_array_equal(gemm(x, w), want)
 
 
 def test_gemm_rejects(rng):
@@ -348,11 +368,23 @@ def test_reshape():
 
 
 def test_layer_overflow_is_refused():
+    """Refused by name when the layer's own weights and bias can overflow int32, and only then."""
     k = 130000
-    x = np.zeros((1, 1, 1, k), np.int8)
-    w = np.ones((1, 1, 1, k), np.int8)
-    with pytest.raises(AccumulatorOverflowError, match="CONV_2D"):
-        conv2d(x, w, np.array([2**30], np.int32), [2**30], [0], z_in=0, z_out=0)
+    x = np.full((1, 1, 1, k), 127, np.int8)
+    w = np.full((2, 1, 1, k), 1, np.int8)
+    w[1] = 127                                      # hi = 127 * 127 * K + 2**30 > INT32_MAX
+    bias = np.array([2**30, 2**30], np.int32)
+    with pytest.raises(AccumulatorOverflowError, match="^CONV_2D: output channel 1: .*int32"):
+        conv2d(x, w, bias, [2**30], [-31], z_in=0, z_out=0)
+    got = conv2d(x, w[:1], bias[:1], [2**30], [-31], z_in=0, z_out=0)
+    assert got.ravel().tolist() == [(127 * k + 2**30 + 2**31) >> 32]
+    with pytest.raises(AccumulatorOverflowError, match="^FULLY_CONNECTED: output channel 1: "):
+        fully_connected(x.reshape(1, k), w.reshape(2, k), bias, [2**30], [-31], z_in=0, z_out=0)
+    dw = np.full((1, 2, 2, 3), 127, np.int8)
+    big = np.array([0, INT32_MAX - 4 * 127 * 128 + 1, 0], np.int32)
+    with pytest.raises(AccumulatorOverflowError, match="^DEPTHWISE_CONV_2D: output channel 1: "):
+        depthwise_conv2d(np.zeros((1, 2, 2, 3), np.int8), dw, big, [2**30], [0], z_in=-128,
+                         z_out=0)
 
 
 @pytest.mark.parametrize("rounding", ["double", "single"])

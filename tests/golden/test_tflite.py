@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from golden.arith import quantize_multiplier
+from golden.arith import INT32_MAX, INT32_MIN, AccumulatorOverflowError, quantize_multiplier
 from golden.graph import Network, Op, QuantParams, Tensor
 from golden.ops import fully_connected, output_multipliers
 from golden.tflite_io import TFLiteError, from_tflite_bytes, to_tflite_bytes
@@ -143,6 +143,75 @@ def test_digits_cnn_matches_litert_except_fc():
     golden, ref = assert_all_tensors_equal(b.build([y]), random_batch(rng, (8, 8, 1), 200),
                                            skip={y})
     assert np.max(np.abs(golden[y].astype(int) - ref[y])) <= 1
+
+
+# -- accumulators at the int32 limits ----------------------------------------------------
+# Overflow is decided per channel from the layer's own weights and folded bias, so layers
+# whose worst case touches INT32_MIN / INT32_MAX exactly are valid and must run exactly.
+
+
+def _gemm_weights(net, op):
+    """(K, N) weight matrix of a CONV_2D / DEPTHWISE_CONV_2D."""
+    w = net.tensors[op.inputs[1]].data.astype(np.int64)
+    if op.kind == "DEPTHWISE_CONV_2D":
+        return w.reshape(-1, w.shape[3])
+    return w.reshape(w.shape[0], -1).T
+
+
+def _extremal_inputs(w):
+    """Per channel, the codes that maximise and minimise ``x @ w[:, n]``: (2, K, N)."""
+    return np.stack([np.where(w > 0, 127, -128), np.where(w > 0, -128, 127)])
+
+
+def _push_biases_to_limits(net, op):
+    """Set the bias so that even channels reach INT32_MAX and odd ones INT32_MIN exactly
+    (as near as an int32 bias allows once the input zero point is folded in)."""
+    w = _gemm_weights(net, op)
+    hi_x, lo_x = _extremal_inputs(w)
+    hi = (hi_x * w).sum(axis=0)
+    lo = (lo_x * w).sum(axis=0)
+    folded = np.where(np.arange(w.shape[1]) % 2 == 0, INT32_MAX - hi, INT32_MIN - lo)
+    z_in = int(net.tensors[op.inputs[0]].quant.zero_point[0])
+    bias = np.clip(folded + z_in * w.sum(axis=0), INT32_MIN, INT32_MAX)
+    net.tensors[op.inputs[2]].data = bias.astype(np.int32)
+    # The K-only bound K * 127 * 128 + |bias'| refuses every such layer.
+    assert np.all(w.shape[0] * 127 * 128 + np.abs(bias - z_in * w.sum(axis=0)) > INT32_MAX)
+
+
+def test_large_multipliers_and_biases_at_int32_limits_match_litert():
+    """1x1 CONV_2D over 8 channels, per-channel multipliers up to 2**8 (left shifts that wrap
+    the int32 product, as C does), biases putting each channel's range at an int32 end; the
+    input holds each channel's extremal pattern, so the limits are reached."""
+    rng = np.random.default_rng(90)
+    b = Builder(rng)
+    x = b.input((4, 4, 8), zp=0)
+    y = b.conv2d(x, 8, 1, 1, "VALID", 1, "NONE", True, log2_mult=(0, 8))
+    net = b.build([y])
+    _push_biases_to_limits(net, net.ops[0])
+    batch = random_batch(rng, (4, 4, 8), 8)
+    ext = _extremal_inputs(_gemm_weights(net, net.ops[0]))    # (2, K=8, N=8)
+    batch[2:4] = ext.transpose(0, 2, 1).reshape(2, 8, 8).repeat(2, axis=1).reshape(2, 4, 4, 8)
+    assert_all_tensors_equal(net, batch)
+    # One more on channel 5's bias and its range leaves int32: refused, by name.
+    net.tensors[net.ops[0].inputs[2]].data[5] -= 1
+    with pytest.raises(AccumulatorOverflowError,
+                       match=r"^op 0 \('conv0'\): CONV_2D: output channel 5: .* int32"):
+        net.run(batch)
+
+
+def test_per_tensor_chain_with_biases_near_int32_limits_matches_litert():
+    """conv 3x3 -> conv 1x1 -> depthwise 3x3, per-tensor weights, nonzero zero points, every
+    bias at the int32 limit of its channel's range."""
+    rng = np.random.default_rng(91)
+    b = Builder(rng)
+    x = b.input((6, 6, 4), zp=-30)
+    h = b.conv2d(x, 6, 3, 1, "SAME", 1, "NONE", False, log2_mult=(-27, -24), out_zp=11)
+    h = b.conv2d(h, 6, 1, 1, "VALID", 1, "RELU", False, log2_mult=(-27, -24), out_zp=-7)
+    y = b.depthwise(h, 1, 3, 1, "SAME", 1, "NONE", False, log2_mult=(-25, -22))
+    net = b.build([y])
+    for op in net.ops:
+        _push_biases_to_limits(net, op)
+    assert_all_tensors_equal(net, random_batch(rng, (6, 6, 4), 64))
 
 
 # -- FULLY_CONNECTED ---------------------------------------------------------------------

@@ -139,15 +139,20 @@ def test_multipliers_use_the_build_rounding():
 
 
 def test_accumulator_overflow_is_refused():
+    """Decided per channel from the weights and bias (golden.arith.check_accumulator)."""
     config = AcceleratorConfig(acc_width=16)
-    x = np.zeros((4, 2), np.int8)
-    w = np.zeros((2, 4), np.int8)
-    drv.compile_gemm(config, x, w, 0, 1 << 30, 0)         # 2 * 127 * 128 fits 16 bits
-    with pytest.raises(AccumulatorOverflowError, match=r"K=3 .*16-bit"):
-        drv.compile_gemm(config, np.zeros((4, 3), np.int8), np.zeros((3, 4), np.int8), 0,
-                         1 << 30, 0)
-    with pytest.raises(AccumulatorOverflowError, match="32-bit"):
-        drv.compile_gemm(AcceleratorConfig(), x, w, 2 ** 31 - 100, 1 << 30, 0)
+    x = np.zeros((4, 3), np.int8)
+    w = np.full((3, 4), 127, np.int8)
+    w[:, 2] = -127
+    drv.compile_gemm(config, x[:, :2], w[:2], 0, 1 << 30, 0)      # 2 * 127 * 128 fits 16 bits
+    with pytest.raises(AccumulatorOverflowError, match=r"output channel 0 .*K=3.*16-bit"):
+        drv.compile_gemm(config, x, w, 0, 1 << 30, 0)
+    drv.compile_gemm(AcceleratorConfig(), x, np.zeros((3, 4), np.int8), 2 ** 31 - 1, 1 << 30, 0)
+    bias = [0, 0, 2 ** 31 - 1 - 3 * 127 * 128, 0]                  # channel 2: hi = 3 * 127 * 128
+    drv.compile_gemm(AcceleratorConfig(), x, w, bias, 1 << 30, 0)
+    bias[2] += 1
+    with pytest.raises(AccumulatorOverflowError, match=r"output channel 2: .*int32"):
+        drv.compile_gemm(AcceleratorConfig(), x, w, bias, 1 << 30, 0)
 
 
 def test_k_too_large_is_refused():

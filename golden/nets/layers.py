@@ -29,7 +29,7 @@ __all__ = [
     "pool_backward",
 ]
 
-ACTIVATIONS = ("NONE", "RELU")
+ACTIVATIONS = ("NONE", "RELU", "RELU6")
 
 
 def same_padding(size, kernel, stride):
@@ -69,11 +69,13 @@ def conv_padding(shape, kernel, stride, padding):
 
 
 def activate(y, activation):
-    """Apply a fused activation ("NONE" or "RELU") to ``y``."""
+    """Apply a fused activation ("NONE", "RELU" or "RELU6") to ``y``."""
     if activation == "NONE":
         return y
     if activation == "RELU":
         return np.maximum(y, 0.0)
+    if activation == "RELU6":
+        return np.clip(y, 0.0, 6.0)
     raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
 
 
@@ -81,6 +83,8 @@ def activate_backward(dy, y, activation):
     """Gradient through a fused activation, given its output ``y``."""
     if activation == "NONE":
         return dy
+    if activation == "RELU6":
+        return dy * ((y > 0) & (y < 6))
     return dy * (y > 0)
 
 

@@ -3,6 +3,7 @@
     python -m golden.ptq --model cnn --calib kl --weights channel --bits 8 --out cnn.tflite
     python -m golden.ptq --model cnn --calib minmax --weights channel --bits 4 \\
         --cle --bias-correction --adaround --out cnn_w4.tflite
+    python -m golden.ptq --model my_float.tflite --calib-data calib.npy --out my_int8.tflite
     python -m golden.ptq --report
 
 Bad options are one line on stderr and exit status 2.
@@ -11,14 +12,16 @@ Bad options are one line on stderr and exit status 2.
 import argparse
 import sys
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..cli import ArgumentParser, positive_int
-from ..nets import MODELS, load
+from ..nets import MODELS
+from ..nets.source import labelled_data, load_samples, model_argument, open_model
 from ..nets.train import accuracy as float_accuracy
 from . import calibrate as cal
 from .quantizer import BITS, Config, accuracy, quantize_model
-from .report import dataset, generate
+from .report import generate
 from .weights import GRANULARITIES, RANGES
 
 __all__ = ["main"]
@@ -51,7 +54,11 @@ def _parser():
         epilog="Activations are always int8 (asymmetric); --bits sets the weight width, "
                f"{BITS.start}..{BITS.stop - 1}, with codes stored as int8. Errors are one "
                "line on stderr and exit status 2.")
-    p.add_argument("--model", choices=MODELS, default="cnn", help="network (default: cnn)")
+    p.add_argument("--model", type=model_argument, default="cnn", metavar="MODEL",
+                   help=f"{' or '.join(MODELS)} (a shipped network) or a float32 .tflite "
+                        "file (default: cnn)")
+    p.add_argument("--calib-data", metavar="X.npy",
+                   help="calibration samples (N, *input shape); default: training digits")
     p.add_argument("--calib", choices=cal.METHODS, default="minmax",
                    help="activation range method (default: minmax)")
     p.add_argument("--weights", choices=GRANULARITIES, default="channel",
@@ -81,18 +88,30 @@ def _parser():
 def _quantize(args):
     cfg = Config(args.calib, args.weights, args.bits, args.weight_range, args.cle,
                  args.bias_correction, args.adaround, args.adaround_iterations)
-    net = load(args.model)
-    calib_x, x, y = dataset(args.model, args.calib_samples)
+    net = open_model(args.model)
+    data = labelled_data(net) if int(np.prod(net.input_shape)) == 64 else None
+    if args.calib_data:
+        calib_x = load_samples(args.calib_data, net, "calibration data")
+    elif data is not None:
+        calib_x = cal.calibration_set(data["x_train"], args.calib_samples)
+    else:
+        raise ValueError(f"{net.name} takes input {net.input_shape}, not the 64 pixels of the "
+                         f"digits: give --calib-data")
     model = quantize_model(net, calib_x, cfg)
     network = model.to_network()
-    print(f"{args.model}: float top-1 {100 * float_accuracy(net, x, y):.2f}%  "
-          f"int top-1 {100 * accuracy(network, x, y):.2f}%  "
-          f"(W{cfg.bits} {cfg.granularity}, A8 {cfg.calib}, {len(x)} held-out samples)")
+    what = f"(W{cfg.bits} {cfg.granularity}, A8 {cfg.calib}"
+    if data is not None:
+        x, y = data["x_test"], data["y_test"]
+        print(f"{net.name}: float top-1 {100 * float_accuracy(net, x, y):.2f}%  "
+              f"int top-1 {100 * accuracy(network, x, y):.2f}%  "
+              f"{what}, {len(x)} held-out digits)")
+    else:
+        print(f"{net.name}: quantized {what}, {len(calib_x)} calibration samples)")
     if args.out:
         from ..tflite_io import save_tflite
 
         save_tflite(network, args.out)
-        print(f"{args.model}: wrote {args.out}")
+        print(f"{net.name}: wrote {args.out}")
 
 
 def main(argv=None):

@@ -165,8 +165,7 @@ def adaround_layer(problem, bits, iterations=1000, batch=2048, lam=30.0, warmup=
             inside = (q >= qmin) & (q <= qmax)
             y = problem.output(problem.s * np.clip(q, qmin, qmax), idx)
             dy = 2.0 * (y - problem.target[idx]) / (len(idx) * norm)
-            if problem.activation == "RELU":
-                dy = dy * (y > 0)
+            dy = L.activate_backward(dy, y, problem.activation)
             grad_h = problem.weight_grad(dy, idx) * problem.s * inside
             if it >= start:
                 left = 1.0 - (it - start) / max(iterations - start, 1)

@@ -84,7 +84,8 @@ def output_shapes(net):
 def equalization_pairs(net):
     """Consecutive weighted layers that cross-layer equalization can rescale.
 
-    A pair ``(a, b, via)``: layer ``a`` (activation ReLU or none) feeds layer ``b`` through
+    A pair ``(a, b, via)``: layer ``a`` (activation ReLU or none: a ReLU6 clips at a fixed
+    6 that a scale would move) feeds layer ``b`` through
     the nodes ``via`` (pooling, reshape), every one of them read by nothing else, so a
     positive per-channel scale on ``a``'s outputs reaches ``b``'s inputs unchanged.
 
@@ -94,7 +95,7 @@ def equalization_pairs(net):
     """
     pairs = []
     for a in net.nodes:
-        if a.kind not in WEIGHTED:
+        if a.kind not in WEIGHTED or a.activation not in ("NONE", "RELU"):
             continue
         via, cur = [], a
         while True:

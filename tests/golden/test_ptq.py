@@ -361,7 +361,7 @@ def test_config_is_checked():
     (["--bits", "9"], "--bits: must be an integer from 2 to 8, not '9'"),
     (["--bits", "four"], "--bits: must be an integer from 2 to 8"),
     (["--calib", "entropy"], "--calib: invalid choice"),
-    (["--model", "resnet"], "--model: invalid choice"),
+    (["--model", "resnet"], "--model: must be one of cnn, mlp or a float32 .tflite file"),
     (["--weights", "group"], "--weights: invalid choice"),
 ])
 def test_cli_bad_options_are_one_line(capsys, argv, message):

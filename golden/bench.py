@@ -1,6 +1,6 @@
 """Time golden integer inference against LiteRT's reference interpreter on a digits CNN.
 
-    python -m golden.bench [--batch 1000] [--repeat 5] [--doc docs/golden.md]
+    python -m golden.bench [--batch 1000] [--repeat 5] [--write-docs [PATH]]
 
 The model is a digits-sized int8 CNN (8x8x1 input; conv 3x3 -> depthwise 3x3 -> conv 3x3
 -> average pool -> fully connected, random weights and scales) exported with
@@ -9,8 +9,9 @@ at once (``Network.run(x, preserve=False)``, BLAS limited to one thread). LiteRT
 (``BUILTIN_REF`` kernels, no preserved tensors) is timed two ways: the input resized to
 the whole batch and one ``invoke``, and a loop of ``set_tensor`` + ``invoke`` per sample
 at batch 1; the ratio is taken against the faster of the two. Each time is the best of
-``--repeat`` runs after a warm-up run. The numbers are printed and written between the
-bench markers of ``--doc``.
+``--repeat`` runs after a warm-up run. The numbers are printed, and written between the
+bench markers of ``docs/golden.md`` (or PATH) only with ``--write-docs``; that file is
+checked before the measurement starts, and so is the memory the batch needs.
 """
 
 import os
@@ -23,7 +24,14 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from threadpoolctl import threadpool_limits
 
-from .cli import ArgumentParser, positive_int
+from .cli import (
+    ArgumentParser,
+    ProgressLine,
+    available_memory,
+    format_bytes,
+    nonnegative_int,
+    positive_int,
+)
 from .graph import Network, Op, QuantParams, Tensor
 from .ops import conv_geometry
 from .tflite_io import to_tflite_bytes
@@ -31,6 +39,9 @@ from .tflite_io import to_tflite_bytes
 __all__ = ["digits_cnn", "main"]
 
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"
+# The checkout's own page (bench.py is golden/bench.py), wherever the command runs from.
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                   "golden.md")
 
 
 class _CNN:
@@ -102,14 +113,28 @@ def digits_cnn(seed=0):
     return Network(b.tensors, ops, [0], [y], "digits_cnn").validate()
 
 
-def _best(fn, repeat):
+def _best(fn, repeat, what):
+    progress = ProgressLine("golden.bench", what, repeat + 1, "runs")
     fn()
     times = []
-    for _ in range(repeat):
+    for i in range(repeat):
+        progress.update(i + 1)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    progress.close()
     return min(times)
+
+
+def batch_bytes(batch, seed=0):
+    """Memory :func:`measure` needs for ``batch`` samples, an upper estimate in bytes.
+
+    Golden's whole-batch run (:meth:`golden.graph.Network.run_bytes_per_sample`), LiteRT's
+    arena resized to the batch (every activation once) and the input and output copies.
+    """
+    net = digits_cnn(seed)
+    activations = sum(int(np.prod(t.shape)) for t in net.tensors if t.data is None)
+    return batch * (net.run_bytes_per_sample() + 2 * activations)
 
 
 def _interpreter(model):
@@ -129,7 +154,8 @@ def measure(batch=1000, repeat=5, seed=0):
     # thread pool also gains nothing on these small matrices and loses badly on a busy
     # machine.)
     with threadpool_limits(limits=1, user_api="blas"):
-        t_golden = _best(lambda: golden.update(net.run(x, preserve=False)), repeat)
+        t_golden = _best(lambda: golden.update(net.run(x, preserve=False)), repeat,
+                         "timing golden:")
 
     batched = _interpreter(model)
     batched.resize_tensor_input(0, [batch, 8, 8, 1])
@@ -139,7 +165,7 @@ def measure(batch=1000, repeat=5, seed=0):
         batched.set_tensor(0, x)
         batched.invoke()
 
-    t_batched = _best(run_batched, repeat)
+    t_batched = _best(run_batched, repeat, "timing LiteRT batched:")
     ref = batched.get_tensor(out)
 
     single = _interpreter(model)
@@ -152,7 +178,7 @@ def measure(batch=1000, repeat=5, seed=0):
             single.invoke()
             ref_single[i] = single.get_tensor(out)[0]
 
-    t_single = _best(run_single, repeat)
+    t_single = _best(run_single, repeat, "timing LiteRT per sample:")
     diff = np.abs(golden[out].astype(np.int64) - ref)
     return dict(batch=batch, golden=t_golden, litert_batched=t_batched,
                 litert_single=t_single, max_diff=int(diff.max()),
@@ -201,30 +227,37 @@ def update_doc(path, text):
         f.write(doc)
 
 
-
-
 def main(argv=None):
     """Entry point; returns the exit status."""
     p = ArgumentParser(prog="python -m golden.bench",
-                description="Time golden integer inference against LiteRT's BUILTIN_REF "
-                            "interpreter on a digits-sized int8 CNN and record the numbers.")
+                       description="Time golden integer inference against LiteRT's "
+                                   "BUILTIN_REF interpreter on a digits-sized int8 CNN and "
+                                   "print the numbers (recorded in the docs only when asked).")
     p.add_argument("--batch", type=positive_int, default=1000, help="samples (default 1000)")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed runs per mode, best kept (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="weights and input seed (default 0)")
-    p.add_argument("--doc", default=os.path.join("docs", "golden.md"),
-                   help="markdown file whose bench section is rewritten "
-                        "(default docs/golden.md); '-' to skip")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="weights and input seed (default 0)")
+    p.add_argument("--write-docs", nargs="?", const=DOC, metavar="PATH",
+                   help="also rewrite the bench section of PATH (default: this checkout's "
+                        "docs/golden.md); nothing is written without this option")
     args = p.parse_args(argv)
+    if args.write_docs is not None:
+        p.check_output_file(args.write_docs, "--write-docs")
+    need, free = batch_bytes(args.batch, args.seed), available_memory()
+    if free is not None and need > free:
+        p.error(f"argument --batch: {args.batch} samples need about {format_bytes(need)} of "
+                f"memory; {format_bytes(free)} is available")
     text = report(measure(args.batch, args.repeat, args.seed), args.repeat)
     print(text)
-    if args.doc != "-":
+    if args.write_docs is not None:
         try:
-            update_doc(args.doc, text)
+            update_doc(args.write_docs, text)
         except OSError as e:
-            print(f"golden.bench: error: cannot write {args.doc}: {e.strerror or e}",
+            print(f"golden.bench: error: cannot write {args.write_docs}: {e.strerror or e}",
                   file=sys.stderr)
             return 2
+        print(f"golden.bench: wrote {args.write_docs}", file=sys.stderr)
     return 0
 
 

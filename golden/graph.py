@@ -305,6 +305,45 @@ class Network:
 
     # -- execution ---------------------------------------------------------------------
 
+    def run_bytes_per_sample(self):
+        """Peak memory of :meth:`run` per sample of the batch, an upper estimate in bytes.
+
+        :meth:`run` keeps every activation, and each operator adds its own temporaries
+        for the whole batch: the padded input and the int8 im2col rows of a convolution,
+        int32 and int64 sums of an average pool, about twelve int64 arrays of an ADD
+        (factors measured with tracemalloc, with some margin). Constants and
+        cache-sized blocks are not per sample. Callers size batches with it
+        (``golden.run`` streams in chunks that fit a memory budget).
+        """
+        self.validate()
+        t = self.tensors
+
+        def size(i):
+            return int(np.prod(t[i].shape))
+
+        kept = sum(size(i) for i in self.inputs) + sum(size(op.outputs[0]) for op in self.ops)
+        peak = 0
+        for op in self.ops:
+            x, y = op.inputs[0], op.outputs[0]
+            if op.kind in _CONV_KINDS:
+                (h, w, c), (oh, ow) = t[x].shape, t[y].shape[:2]
+                kh, kw = t[op.inputs[1]].shape[1:3]
+                geo = self._geometry(op, dilation=True)
+                (sh, sw), (dh, dw) = geo["stride"], geo["dilation"]
+                padded = max(h, (oh - 1) * sh + (kh - 1) * dh + 1) * \
+                    max(w, (ow - 1) * sw + (kw - 1) * dw + 1) * c
+                temp = padded + oh * ow * kh * kw * c + 2 * size(y)
+            elif op.kind == "ADD":
+                temp = 96 * size(y)
+            elif op.kind == "AVERAGE_POOL_2D":
+                temp = 40 * max(size(x), size(y))
+            elif op.kind == "MAX_POOL_2D":
+                temp = 2 * size(x)
+            else:
+                temp = 0
+            peak = max(peak, temp)
+        return kept + peak
+
     def _batch(self, x, kind):
         if isinstance(x, dict):
             feeds = dict(x)

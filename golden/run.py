@@ -4,27 +4,65 @@
 
 writes ``DIR/<tensor index>.npy`` for every tensor of subgraph 0 (constants, inputs,
 intermediates and outputs), activations with the batch dimension first, so the files can
-be compared one for one with an interpreter run with ``experimental_preserve_all_tensors``.
-A bad model or input is one line on stderr and exit status 2.
+be compared one for one with an interpreter run with ``experimental_preserve_all_tensors``,
+and ``DIR/index.json``, which names each file: tensor name, role (input, output,
+intermediate, constant), shape, dtype and quantization.
+
+The batch is streamed: inputs are memory-mapped, the network runs on chunks sized to a
+memory budget (``--memory``) and each chunk is appended to the output files, so a batch
+of any size runs in bounded memory. Outputs are checked before any work: an existing
+output is kept unless ``--force``, and the disk must hold the result. A bad model, input
+or argument is one line on stderr and exit status 2.
 """
 
+import argparse
+import json
 import os
+import shutil
 import sys
 
 import numpy as np
 
-from .cli import ArgumentParser
+from .cli import (
+    ArgumentParser,
+    ProgressLine,
+    available_memory,
+    format_bytes,
+    output_dir,
+    positive_int,
+)
 from .tflite_io import load_tflite
 
-__all__ = ["main"]
+__all__ = ["main", "INDEX"]
 
+INDEX = "index.json"
+_DEFAULT_MEMORY = 512 * 2**20
+_PROG = "golden.run"
+
+
+def _memory(text):
+    """argparse type: a byte count with an optional K/M/G suffix (binary)."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    t = text.strip().lower().removesuffix("b")
+    scale = units.get(t[-1:], 1)
+    try:
+        value = int(float(t[:-1] if scale > 1 else t) * scale)
+    except ValueError:
+        value = 0
+    if value < 2**20:
+        raise argparse.ArgumentTypeError(f"must be a size of at least 1M such as 512M or "
+                                         f"2G, not {text!r}")
+    return value
 
 
 def _parser():
     p = ArgumentParser(
         prog="python -m golden.run",
         description="Run the golden integer-only model of an int8 .tflite file on a batch "
-                    "and write every tensor as DIR/<tflite tensor index>.npy.",
+                    "and write every tensor as DIR/<tflite tensor index>.npy, with "
+                    f"DIR/{INDEX} naming each file (tensor name, role, shape, dtype, "
+                    "quantization). The batch is streamed in chunks, so memory stays "
+                    "bounded whatever its size.",
         epilog="Only subgraph 0 and the operators CONV_2D, DEPTHWISE_CONV_2D, "
                "FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D and RESHAPE are "
                "supported. Errors print one line on stderr and exit with status 2.",
@@ -34,14 +72,21 @@ def _parser():
                    help="int8 batch of shape (N, *input shape without batch), e.g. "
                         "(N, 8, 8, 1) for a [1, 8, 8, 1] input; repeat once per model "
                         "input, in the model's input order")
-    p.add_argument("--out-dir", metavar="DIR", required=True,
-                   help="directory for the .npy files (created if missing)")
+    p.add_argument("--out-dir", metavar="DIR", required=True, type=output_dir,
+                   help="directory for the .npy files and the index (created if missing)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite output files that already exist in DIR")
+    p.add_argument("--memory", type=_memory, default=_DEFAULT_MEMORY, metavar="SIZE",
+                   help="memory budget of one chunk, e.g. 256M or 2G (default 512M)")
+    p.add_argument("--chunk", type=positive_int, metavar="N",
+                   help="samples per chunk (default: as many as fit --memory)")
     return p
 
 
 def _load_input(path):
     try:
-        return np.load(path, allow_pickle=False)
+        # Memory-mapped: a chunk at a time is read, never the whole batch.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read input {path}: {e}") from None
 
@@ -52,12 +97,106 @@ def _check_input(net, index, path, x):
     if x.dtype != np.int8 or x.ndim != len(t.shape) + 1 or x.shape[1:] != tuple(t.shape):
         raise ValueError(f"input {path} is {x.dtype} of shape {x.shape}; model input tensor "
                          f"{index} {t.name!r} needs int8 of shape {want}")
+    if x.shape[0] == 0:
+        raise ValueError(f"input {path} holds no samples (shape {x.shape}); the batch "
+                         f"needs N >= 1")
+
+
+def _role(net, index):
+    if index in net.inputs:
+        return "input"
+    if index in net.outputs:
+        return "output"
+    return "constant" if net.tensors[index].data is not None else "intermediate"
+
+
+def _index(net, model, batch):
+    """The index file's content: one entry per tensor, in tensor order."""
+    entries = []
+    for i, t in enumerate(net.tensors):
+        constant = t.data is not None
+        shape = list(np.shape(t.data)) if constant else [batch, *t.shape]
+        entry = dict(index=i, name=t.name, file=f"{i}.npy", role=_role(net, i),
+                     dtype=str(np.dtype(t.dtype)), shape=shape)
+        if t.quant is not None:
+            entry["scale"] = [float(s) for s in np.float32(t.quant.scale)]
+            entry["zero_point"] = [int(z) for z in t.quant.zero_point]
+            if t.quant.per_channel:
+                entry["quantized_dimension"] = int(t.quant.axis)
+        entries.append(entry)
+    return dict(model=os.path.abspath(model), batch=batch,
+                inputs=[net.tensors[i].name for i in net.inputs],
+                outputs=[net.tensors[i].name for i in net.outputs], tensors=entries)
+
+
+def _plan(net, feeds, args):
+    """Samples per chunk and the bytes the outputs take; refuse what cannot fit."""
+    batch = next(iter(feeds.values())).shape[0]
+    per_sample = net.run_bytes_per_sample()
+    if args.chunk is not None:
+        chunk = min(args.chunk, batch)
+        need = chunk * per_sample
+        free = available_memory()
+        if free is not None and need > free:
+            raise ValueError(f"--chunk {args.chunk} needs about {format_bytes(need)} of "
+                             f"memory ({format_bytes(per_sample)} per sample); "
+                             f"{format_bytes(free)} is available")
+    else:
+        if per_sample > args.memory:
+            raise ValueError(f"one sample needs about {format_bytes(per_sample)} of memory, "
+                             f"more than --memory {format_bytes(args.memory)}")
+        chunk = min(batch, args.memory // per_sample)
+    activation = sum(int(np.prod(t.shape)) for t in net.tensors if t.data is None)
+    constant = sum(np.asarray(t.data).nbytes for t in net.tensors if t.data is not None)
+    return batch, chunk, batch * activation + constant
+
+
+def _check_outputs(net, args, total):
+    os.makedirs(args.out_dir, exist_ok=True)
+    if not args.force:
+        names = [INDEX] + [f"{i}.npy" for i in range(len(net.tensors))]
+        existing = [n for n in names if os.path.lexists(os.path.join(args.out_dir, n))]
+        if existing:
+            raise ValueError(f"{os.path.join(args.out_dir, existing[0])} exists "
+                             f"({len(existing)} output file(s) in {args.out_dir}); pass "
+                             f"--force to overwrite")
+    free = shutil.disk_usage(args.out_dir).free
+    if total > free:
+        raise ValueError(f"the tensors take {format_bytes(total)}; {args.out_dir} has "
+                         f"{format_bytes(free)} free")
+
+
+def _start_file(path, dtype, shape):
+    """Write the .npy header of an array that chunks are appended to."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, dict(descr=np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    fortran_order=False, shape=tuple(shape)))
+
+
+def _stream(net, feeds, batch, chunk, out_dir):
+    """Run the batch chunk by chunk, appending every activation to its file."""
+    progress = ProgressLine(_PROG, "ran", batch, "samples")
+    for start in range(0, batch, chunk):
+        part = {i: np.ascontiguousarray(x[start:start + chunk]) for i, x in feeds.items()}
+        values = net.run(part)
+        for i, value in values.items():
+            path = os.path.join(out_dir, f"{i}.npy")
+            if net.tensors[i].data is not None:
+                if start == 0:
+                    np.save(path, value)
+                continue
+            if start == 0:
+                _start_file(path, value.dtype, (batch, *value.shape[1:]))
+            with open(path, "ab") as f:
+                f.write(np.ascontiguousarray(value).data)
+        progress.update(min(batch, start + chunk))
+    progress.close()
 
 
 def main(argv=None):
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
-    prog = "golden.run"
     try:
         try:
             net = load_tflite(args.model)
@@ -73,16 +212,21 @@ def main(argv=None):
             feeds[index] = x
         if len({x.shape[0] for x in feeds.values()}) != 1:
             raise ValueError("all inputs must have the same batch size N")
-        values = net.run(feeds)
-        os.makedirs(args.out_dir, exist_ok=True)
-        for index, value in values.items():
-            np.save(os.path.join(args.out_dir, f"{index}.npy"), value)
+        batch, chunk, total = _plan(net, feeds, args)
+        _check_outputs(net, args, total)
+        _stream(net, feeds, batch, chunk, args.out_dir)
+        with open(os.path.join(args.out_dir, INDEX), "w", encoding="utf-8") as f:
+            json.dump(_index(net, args.model, batch), f, indent=1)
+            f.write("\n")
     except (ValueError, OverflowError, OSError) as e:
         message = " ".join(str(e).split())
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{_PROG}: error: {message}", file=sys.stderr)
         return 2
-    batch = next(iter(feeds.values())).shape[0]
-    print(f"{prog}: wrote {len(values)} tensors (batch {batch}) to {args.out_dir}")
+    print(f"{_PROG}: wrote {len(net.tensors)} tensors (batch {batch}, chunks of {chunk}) "
+          f"and {INDEX} to {args.out_dir}")
+    for i in net.outputs:
+        print(f"{_PROG}: output {net.tensors[i].name!r} -> "
+              f"{os.path.join(args.out_dir, f'{i}.npy')}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """The golden.run command line: tensor dumps against LiteRT, and one-line errors."""
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +11,8 @@ import pytest
 from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.tools import flatbuffer_utils
 
-from golden.tflite_io import to_tflite_bytes
+from golden import run
+from golden.tflite_io import from_tflite_bytes, to_tflite_bytes
 
 from .netbuild import Builder, litert_run, random_batch
 
@@ -59,9 +62,69 @@ def test_dumps_every_tensor_like_litert(model, tmp_path):
     assert result.returncode == 0, result.stderr
     ref = litert_run(data, {0: x})
     files = sorted(os.listdir(tmp_path / "out"))
-    assert files == sorted(f"{i}.npy" for i in ref)
+    assert files == sorted([f"{i}.npy" for i in ref] + ["index.json"])
     for i, want in ref.items():
         np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{i}.npy"), want)
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    net = from_tflite_bytes(data)
+    assert index["batch"] == 5
+    assert index["inputs"] == ["input0"] and index["outputs"] == [net.tensors[-1].name]
+    for entry in index["tensors"]:
+        t = net.tensors[entry["index"]]
+        array = np.load(tmp_path / "out" / entry["file"])
+        assert entry["name"] == t.name and list(array.shape) == entry["shape"]
+        assert entry["dtype"] == str(array.dtype)
+    assert [e["role"] for e in index["tensors"]].count("intermediate") == 2
+    out_name = net.tensors[net.outputs[0]].name
+    assert f"output {out_name!r} -> " in result.stdout
+
+
+def test_streams_in_chunks(model, tmp_path):
+    """Chunks of 3 over a batch of 8 (the last one short): the same files as LiteRT."""
+    path, data = model
+    x = random_batch(np.random.default_rng(63), (8, 8, 2), 8)
+    np.save(tmp_path / "x.npy", x)
+    result = run_cli(path, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "out",
+                     "--chunk", 3)
+    assert result.returncode == 0, result.stderr
+    assert "chunks of 3" in result.stdout
+    for i, want in litert_run(data, {0: x}).items():
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / f"{i}.npy"), want)
+
+
+def test_existing_outputs_need_force(model, tmp_path):
+    path, _ = model
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8, 2), np.int8))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "3.npy").write_text("mine")
+    result = run_cli(path, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "out")
+    assert_one_line_error(result, "3.npy exists", "--force")
+    assert (tmp_path / "out" / "3.npy").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path / "out")) == ["3.npy"]
+    result = run_cli(path, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "out",
+                     "--force")
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "out" / "3.npy").shape[0] == 2
+
+
+def test_overflowing_layer_is_refused_by_name(model, tmp_path):
+    """A bias whose channel range leaves int32: one line naming op, tensor and channel;
+    nothing written."""
+    _, data = model
+
+    def big_bias(m):
+        sub = m.subgraphs[0]
+        bias = sub.tensors[sub.operators[0].inputs[2]]
+        values = np.frombuffer(bytes(m.buffers[bias.buffer].data), np.int32).copy()
+        values[2] = 2**31 - 1
+        m.buffers[bias.buffer].data = np.frombuffer(values.tobytes(), np.uint8)
+
+    bad = tmp_path / "big.tflite"
+    bad.write_bytes(patched(data, big_bias))
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 2), np.int8))
+    result = run_cli(bad, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "o")
+    assert_one_line_error(result, "op 0 (", "CONV_2D: output channel 2: ", "int32")
+    assert os.listdir(tmp_path / "o") == []
 
 
 def test_help():
@@ -139,5 +202,65 @@ def test_missing_files(model, tmp_path):
     assert_one_line_error(result, "cannot read input")
 
 
-def test_bad_arguments():
+def test_bad_arguments(model, tmp_path):
+    path, _ = model
     assert_one_line_error(run_cli("model.tflite"), "required")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8, 2), np.int8))
+    x = ("--input", tmp_path / "x.npy")
+    for extra, fragment in [
+        (("--out-dir", "/proc/x"), "argument --out-dir: cannot write in '/proc'"),
+        (("--out-dir", ""), "must be a directory path"),
+        (("--out-dir", tmp_path / "x.npy"), "exists and is not a directory"),
+        (("--out-dir", tmp_path / "o", "--chunk", "0"), "--chunk: must be a positive"),
+        (("--out-dir", tmp_path / "o", "--memory", "lots"), "--memory: must be a size"),
+        (("--out-dir", tmp_path / "o", "--memory", "1k"), "--memory: must be a size"),
+    ]:
+        assert_one_line_error(run_cli(path, *x, *extra), fragment)
+
+
+def test_empty_batch(model, tmp_path):
+    path, _ = model
+    np.save(tmp_path / "x.npy", np.zeros((0, 8, 8, 2), np.int8))
+    result = run_cli(path, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "o")
+    assert_one_line_error(result, "holds no samples", "N >= 1")
+
+
+def test_limits_are_checked_before_allocating(model, tmp_path):
+    """A batch of 10**12 samples (a zero-stride view, no memory): chunks fit the budget,
+    a --chunk beyond the machine's memory and outputs beyond the disk are refused."""
+    path, data = model
+    net = from_tflite_bytes(data)
+    huge = {0: np.broadcast_to(np.zeros((1, 8, 8, 2), np.int8), (10**12, 8, 8, 2))}
+    per_sample = net.run_bytes_per_sample()
+    batch, chunk, total = run._plan(net, huge, argparse.Namespace(chunk=None, memory=2**26))
+    assert batch == 10**12 and chunk == 2**26 // per_sample
+    assert total > 10**12 * 8 * 8 * 2
+    with pytest.raises(ValueError, match=r"^--chunk 1000000000000 needs about .* available"):
+        run._plan(net, huge, argparse.Namespace(chunk=10**12, memory=2**26))
+    with pytest.raises(ValueError, match=r"one sample needs about .* more than --memory"):
+        run._plan(net, huge, argparse.Namespace(chunk=None, memory=per_sample - 1))
+    args = argparse.Namespace(out_dir=str(tmp_path / "o"), force=False)
+    with pytest.raises(ValueError, match=r"the tensors take .* free"):
+        run._check_outputs(net, args, total)
+
+
+def test_run_bytes_per_sample_bounds_the_peak(tmp_path):
+    """Measured: tracemalloc's peak of Network.run per sample stays under the estimate."""
+    import tracemalloc
+
+    rng = np.random.default_rng(64)
+    b = Builder(rng)
+    x = b.input((12, 12, 8))
+    h = b.conv2d(x, 16, 3, 1, "SAME", 1, "RELU")
+    h = b.depthwise(h, 2, 5, 1, "SAME")
+    h = b.add(h, b.constant((1, 1, 1, 32)))
+    h = b.pool("AVERAGE_POOL_2D", h, 3, 1, "SAME")
+    y = b.fully_connected(b.reshape(h, (12 * 12 * 32,)), 10)
+    net = b.build([y])
+    batch = random_batch(rng, (12, 12, 8), 256)
+    tracemalloc.start()
+    net.run(batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    estimate = net.run_bytes_per_sample() * 256
+    assert peak <= estimate, (peak, estimate)

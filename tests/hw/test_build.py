@@ -6,7 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
+from hw.build import convert
 from hw.isa import ISA_VERSION
 from sim.harness import ROOT, toolchain_env
 
@@ -66,6 +71,64 @@ def test_generated_verilog_lints(small):
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "%Error" not in result.stderr and "%Warning" not in result.stderr
+
+
+def test_memories_have_no_zero_initialisers(small):
+    _, out = small
+    verilog = (out / "qmac_2x3.v").read_text()
+    # the four double-banked buffers are there, as memories, but nothing sets their contents
+    memories = re.findall(r"^\s*reg \[(\d+):0\] \w+ \[(\d+):0\];", verilog, re.M)
+    assert {(int(w) + 1, int(d) + 1) for w, d in memories} >= {(16, 16), (24, 16), (24, 24),
+                                                                (3 * 70, 4)}
+    assert "initial" not in verilog
+
+
+class _Rom(wiring.Component):
+    addr: In(2)
+    data: Out(8)
+
+    def __init__(self, init):
+        self._init = init
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=8, depth=4, init=self._init)
+        port = mem.read_port(domain="comb")
+        m.d.comb += [port.addr.eq(self.addr), self.data.eq(port.data)]
+        return m
+
+
+@pytest.mark.parametrize("fmt", ["verilog", "rtlil"])
+def test_convert_keeps_nonzero_initialisers(fmt):
+    zero = convert(_Rom([0, 0, 0, 0]), fmt)
+    rom = convert(_Rom([0x11, 0x5A, 0, 0xC3]), fmt)
+    assert "$meminit" not in zero and "initial" not in zero
+    if fmt == "rtlil":
+        assert "$meminit_v2" in rom and "01011010" in rom
+    else:
+        assert "8'h5a" in rom and "8'hc3" in rom
+
+
+def test_convert_bad_format():
+    with pytest.raises(ValueError, match="Format must be one of verilog, rtlil, not 'edif'"):
+        convert(None, "edif")
+
+
+def test_largest_depth_generates_small_verilog(tmp_path):
+    result = build("--pe", "2x2", "--act-depth", str(1 << 20), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "qmac_2x2.v").stat().st_size < 1 << 20
+    assert "reg [15:0] memory [2097151:0];" in (tmp_path / "qmac_2x2.v").read_text()
+
+
+@pytest.mark.parametrize("out", ["/proc/qmac-build", "/dev/null", "/dev/null/sub"])
+def test_bad_out_is_refused_before_work(out):
+    result = build("--pe", "16x16", "--out", out)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "--out" in lines[0], result.stderr
 
 
 @pytest.mark.parametrize("args", [

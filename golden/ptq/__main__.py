@@ -1,12 +1,14 @@
 """Command line: quantize a reference network to an int8 .tflite, or write the report.
 
-    python -m golden.ptq --model cnn --calib kl --weights channel --bits 8 --out cnn.tflite
+    python -m golden.ptq --model cnn --calib kl --weights channel --bits 8 --out cnn.tflite \\
+        --save-input X.npy
     python -m golden.ptq --model cnn --calib minmax --weights channel --bits 4 \\
         --cle --bias-correction --adaround --out cnn_w4.tflite
     python -m golden.ptq --model my_float.tflite --calib-data calib.npy --out my_int8.tflite
     python -m golden.ptq --report
 
-Bad options are one line on stderr and exit status 2.
+Output paths are checked before any work, and an existing file is only overwritten with
+``--force``. Bad options are one line on stderr and exit status 2.
 """
 
 import argparse
@@ -19,6 +21,7 @@ from ..cli import ArgumentParser, positive_int
 from ..nets import MODELS
 from ..nets.source import labelled_data, load_samples, model_argument, open_model
 from ..nets.train import accuracy as float_accuracy
+from ..tflite_io import save_tflite
 from . import calibrate as cal
 from .quantizer import BITS, Config, accuracy, quantize_model
 from .report import generate
@@ -78,6 +81,14 @@ def _parser():
     p.add_argument("--calib-samples", type=positive_int, default=512, metavar="N",
                    help="training samples used for calibration (default: %(default)s)")
     p.add_argument("--out", metavar="MODEL.tflite", help="write the int8 network here")
+    p.add_argument("--save-input", metavar="X.npy",
+                   help="also write a sample input for the exported model: int8 codes of "
+                        "shape (N, *input shape), ready for golden.run and sim.run "
+                        "(held-out digits, or the first --calib-data samples)")
+    p.add_argument("--save-input-samples", type=positive_int, default=16, metavar="N",
+                   help="samples in --save-input (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out / --save-input files that already exist")
     p.add_argument("--report", action="store_true",
                    help=f"run the full grid and write {REPORT_PATH} (other options ignored)")
     p.add_argument("--report-path", default=REPORT_PATH, metavar="PATH",
@@ -107,16 +118,35 @@ def _quantize(args):
               f"{what}, {len(x)} held-out digits)")
     else:
         print(f"{net.name}: quantized {what}, {len(calib_x)} calibration samples)")
-    if args.out:
-        from ..tflite_io import save_tflite
-
+    if args.out is not None:
         save_tflite(network, args.out)
         print(f"{net.name}: wrote {args.out}")
+    if args.save_input is not None:
+        samples = data["x_test"] if data is not None else calib_x
+        _save_input(network, samples[:args.save_input_samples], args.save_input)
+        print(f"{net.name}: wrote {args.save_input}")
+
+
+def _save_input(network, x, path):
+    """Quantize real samples with the network's input parameters and save the int8 batch."""
+    index = network.inputs[0]
+    shape = tuple(network.tensors[index].shape)
+    xq = network.quantize(index, np.reshape(x, (len(x), *shape)))
+    np.save(path, np.ascontiguousarray(xq, dtype=np.int8))
 
 
 def main(argv=None):
     """Entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.report:
+        parser.check_output_file(args.report_path, "--report-path")
+    else:
+        for option, path in (("--out", args.out), ("--save-input", args.save_input)):
+            if path is not None:
+                parser.check_output_file(path, option, force=args.force)
+        if args.out is not None and args.out == args.save_input:
+            parser.error("argument --save-input: must differ from --out")
     try:
         with threadpool_limits(1, "blas"):
             if args.report:
@@ -127,7 +157,8 @@ def main(argv=None):
             else:
                 _quantize(args)
     except (ValueError, OSError) as e:
-        print(f"golden.ptq: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())
+        print(f"golden.ptq: error: {message}", file=sys.stderr)
         return 2
     return 0
 

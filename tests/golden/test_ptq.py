@@ -382,11 +382,49 @@ def test_cli_quantizes_and_exports(capsys, tmp_path):
     assert np.abs(net.tensors[1].data).max() <= 31
 
 
-def test_cli_unwritable_output_is_one_line(capsys, tmp_path):
-    assert main(["--model", "mlp", "--calib-samples", "64",
-                 "--out", str(tmp_path / "missing" / "m.tflite")]) == 2
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "{tmp}/missing/m.tflite"], "--out: directory '{tmp}/missing' does not exist"),
+    (["--out", ""], "--out: must be a file path, not ''"),
+    (["--out", "/proc/x"], "--out: cannot write in '/proc'"),
+    (["--out", "{tmp}"], "--out: '{tmp}' is a directory"),
+    (["--out", "{tmp}/mine.tflite"], "--out: '{tmp}/mine.tflite' exists; pass --force"),
+    (["--save-input", "{tmp}/mine.tflite"], "--save-input: '{tmp}/mine.tflite' exists"),
+    (["--out", "{tmp}/a", "--save-input", "{tmp}/a"], "--save-input: must differ from --out"),
+    (["--save-input-samples", "0"], "--save-input-samples: must be a positive integer"),
+    (["--report", "--report-path", "/proc/x"], "--report-path: cannot write in '/proc'"),
+])
+def test_cli_outputs_are_checked_before_work(capsys, tmp_path, argv, message):
+    """Refused at once (one line, exit 2), before any calibration or report run."""
+    (tmp_path / "mine.tflite").write_text("mine")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "mlp", *argv])
+    assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("golden.ptq: error:") and err.count("\n") == 1
+    assert err.count("\n") == 1 and message.format(tmp=tmp_path) in err
+    assert (tmp_path / "mine.tflite").read_text() == "mine"
+
+
+def test_cli_saves_a_sample_input_golden_runs(capsys, tmp_path):
+    """--save-input: int8 held-out digits in the model's input shape; golden.run takes them
+    and the model classifies them as the labels say (mostly); --force overwrites."""
+    from golden.nets.data import digits
+    from golden.run import main as run_main
+
+    out, x_path = tmp_path / "mlp.tflite", tmp_path / "x.npy"
+    argv = ["--model", "mlp", "--calib-samples", "128", "--out", str(out),
+            "--save-input", str(x_path), "--save-input-samples", "20"]
+    assert main(argv) == 0
+    x = np.load(x_path)
+    net = load_tflite(out)
+    assert x.dtype == np.int8 and x.shape == (20, *net.tensors[net.inputs[0]].shape)
+    assert run_main([str(out), "--input", str(x_path), "--out-dir", str(tmp_path / "o")]) == 0
+    y = np.load(tmp_path / "o" / f"{net.outputs[0]}.npy")
+    labels = digits("flat")["y_test"][:20]
+    assert np.mean(y.reshape(20, -1).argmax(axis=1) == labels) >= 0.9
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert main([*argv, "--force"]) == 0
 
 
 def test_progress_bar_writes_one_line_off_a_terminal():

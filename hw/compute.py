@@ -1,7 +1,7 @@
 """The compute engine: runs one COMPUTE of docs/isa.md in the background of the decoder.
 
 Tile feeder into the systolic array, join of each array row with its channel parameters
-on the way to the requantizer, output-bank writer and the COMPUTE cycle counter.
+on the way to the requantizer, output-bank writer and the COMPUTE cycle counters.
 """
 
 from amaranth import Module, Mux, Signal, signed
@@ -61,6 +61,7 @@ def compute_layout(config):
         "wgt_bank": 1,
         "par_bank": 1,
         "out_bank": 1,
+        "partial": 1,
         "layer": LAYER_PARAMS,
     })
 
@@ -84,11 +85,15 @@ class ComputeEngine(wiring.Component):
 
     The feeder reads activation word ``act_addr + t*K + k`` and weight word
     ``wgt_addr + u*K + k`` for t-major, u-minor tiles and k in 0..K-1, and streams them to
-    the array with ``last`` on k = K-1. Its read ports are enabled exactly when the beat on
+    the array with ``last`` on k = K-1, except in a partial COMPUTE (one tile, ``partial``
+    set): it streams its K beats without ``last``, so the array goes on accumulating them
+    into the tile the next COMPUTE continues, and it is done once its last beat has entered
+    the array. Its read ports are enabled exactly when the beat on
     ``feed`` moves on (or there is none), so the one-cycle read latency costs no bubble and
     a stalled beat holds. Each array output row is registered together with a read of its
     parameter group and passed to the requantizer; each requantized row is written to
-    ``out_addr + (t*R + i)*n_tiles + u``. ``busy`` drops in the cycle after the last write.
+    ``out_addr + (t*R + i)*n_tiles + u``. ``busy`` drops in the cycle after the last write
+    (after the last beat of a partial COMPUTE).
 
     Parameters
     ----------
@@ -103,6 +108,11 @@ class ComputeEngine(wiring.Component):
         The command being run (its banks drive the interlocks).
     cycles : :py:`Out(32)`
         Cycles of the current (or last) COMPUTE, as STATUS reports them.
+    total, count : :py:`Out(32)`
+        Busy cycles of all COMPUTEs and their number since reset or ``clear`` (modulo
+        2^32), as STATUS reports them.
+    clear : :py:`In(1)`
+        Zeroes ``total`` and ``count`` (a COMPUTE running on goes on counting).
     act, wgt, par : :py:`In(ReadPort.Signature(...))`
         Read ports of the activation, weight and parameter buffers (bank in ``running``).
     out : :py:`In(WritePort.Signature(...))`
@@ -126,6 +136,9 @@ class ComputeEngine(wiring.Component):
             "busy": Out(1),
             "running": Out(compute_layout(c)),
             "cycles": Out(32),
+            "total": Out(32),
+            "count": Out(32),
+            "clear": In(1),
             "act": In(ReadPort.Signature(addr_width=bank_addr_width(c.act_depth),
                                          shape=shapes["act"])),
             "wgt": In(ReadPort.Signature(addr_width=bank_addr_width(c.wgt_depth),
@@ -153,6 +166,13 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [run.eq(self.cmd.payload), self.busy.eq(1), self.cycles.eq(1)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.clear):
+            m.d.sync += [self.total.eq(0), self.count.eq(0)]
+        with m.Else():
+            with m.If(start | self.busy):
+                m.d.sync += self.total.eq(self.total + 1)
+            with m.If(start):
+                m.d.sync += self.count.eq(self.count + 1)
 
         # Tile feeder: counters name the beat whose read is issued next.
         active = Signal()
@@ -164,6 +184,7 @@ class ComputeEngine(wiring.Component):
         wgt_ptr = Signal(range(c.wgt_depth + 1))
         f_valid = Signal()
         f_last = Signal()
+        f_end = Signal()       # the beat on ``feed`` is the command's last one
         advance = Signal()
         last_k = k == run.k - 1
         m.d.comb += [
@@ -178,7 +199,8 @@ class ComputeEngine(wiring.Component):
             self.feed.payload.last.eq(f_last),
         ]
         with m.If(advance):
-            m.d.sync += [f_valid.eq(active), f_last.eq(last_k)]
+            m.d.sync += [f_valid.eq(active), f_last.eq(last_k & ~run.partial),
+                         f_end.eq(last_k & (u == run.n_tiles - 1) & (t == run.m_tiles - 1))]
             with m.If(active):
                 with m.If(last_k):
                     m.d.sync += k.eq(0)
@@ -200,6 +222,9 @@ class ComputeEngine(wiring.Component):
                         ]
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
+        # A partial COMPUTE writes no rows: it is done when its last beat is taken.
+        with m.If(run.partial & f_valid & f_end & self.feed.ready):
+            m.d.sync += self.busy.eq(0)
         with m.If(start):
             p = self.cmd.payload
             m.d.sync += [

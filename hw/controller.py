@@ -17,14 +17,24 @@ from .compute import (
     check_config,
 )
 from .host import WORD
-from .isa import ARGS, ISA_VERSION, MAGIC, PAR_WORDS_PER_CHANNEL, Error, Op, words_per_lanes
+from .isa import (
+    ARGS,
+    FLAG_BITS,
+    ISA_VERSION,
+    MAGIC,
+    PAR_WORDS_PER_CHANNEL,
+    STATUS_WORDS,
+    Error,
+    Op,
+    words_per_lanes,
+)
 from .requant import CHANNEL_PARAMS
 
 __all__ = ["Controller"]
 
 
 class Controller(wiring.Component):
-    """Decodes the ISA v1 command stream and owns the buffers and the compute engine.
+    """Decodes the ISA v2 command stream and owns the buffers and the compute engine.
 
     The decoder takes one word per cycle when it can. Loads assemble their data into the
     activation, weight and parameter buffers through per-lane (per-channel) write enables,
@@ -99,7 +109,7 @@ class Controller(wiring.Component):
         # Decoder registers.
         word = self.i.payload
         op = Signal(8)
-        flags = Signal(4)
+        flags = Signal(FLAG_BITS)
         bank = flags[0]
         args = [Signal(32, name=f"arg{n}") for n in range(max(ARGS.values()))]
         arg_index = Signal(range(len(args)))
@@ -115,8 +125,9 @@ class Controller(wiring.Component):
             m.d.sync += error_count.eq(error_count + 1)
             with m.If(error == 0):
                 m.d.sync += error.eq(error_code)
-        status = [Signal(32, name=f"status{n}") for n in range(4)]
-        live_status = [Cat(engine.busy, error != 0), error, engine.cycles, error_count]
+        status = [Signal(32, name=f"status{n}") for n in range(len(STATUS_WORDS))]
+        live_status = [Cat(engine.busy, error != 0), error, engine.cycles, error_count,
+                       engine.total, engine.count]
 
         # Load engine state.
         remaining = Signal(32)
@@ -189,7 +200,7 @@ class Controller(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [op.eq(word[24:]), flags.eq(word[:4]), arg_index.eq(0),
+                    m.d.sync += [op.eq(word[24:]), flags.eq(word[:FLAG_BITS]), arg_index.eq(0),
                                  resp_index.eq(0)]
                     with m.Switch(word[24:]):
                         with m.Case(Op.NOP):
@@ -201,6 +212,7 @@ class Controller(wiring.Component):
                             m.next = "STATUS"
                         with m.Case(Op.CLEAR):
                             m.d.sync += [error.eq(0), error_count.eq(0)]
+                            m.d.comb += engine.clear.eq(1)
                         with m.Case(Op.LOAD_ACT, Op.LOAD_WGT, Op.LOAD_PAR, Op.STORE):
                             m.d.sync += n_args.eq(2)
                             m.next = "ARGS"
@@ -304,7 +316,9 @@ class Controller(wiring.Component):
             with m.State("COMPUTE_CHECK"):
                 m.d.sync += [
                     too_big.eq(Cat(a[depth_bits:] for a in args[:7]).any()),
-                    zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)),
+                    # A partial COMPUTE continues one tile: m_tiles = n_tiles = 1.
+                    zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)
+                            | (flags[4] & ((m_arg != 1) | (n_arg != 1)))),
                     p_act.eq(m_arg[:depth_bits] * k_arg[:depth_bits]),
                     p_wgt.eq(n_arg[:depth_bits] * k_arg[:depth_bits]),
                     p_mn.eq(m_arg[:depth_bits] * n_arg[:depth_bits]),
@@ -338,6 +352,7 @@ class Controller(wiring.Component):
                     cmd.wgt_bank.eq(flags[1]),
                     cmd.par_bank.eq(flags[2]),
                     cmd.out_bank.eq(flags[3]),
+                    cmd.partial.eq(flags[4]),
                     cmd.layer.as_value().eq(layer_arg[:24]),
                 ]
                 # A running COMPUTE holds ``ready`` low: the interlock.

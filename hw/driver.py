@@ -1,4 +1,4 @@
-"""Host driver: lowers GEMMs and convolutions to the command stream of ISA v1 and back.
+"""Host driver: lowers GEMMs and convolutions to the command stream of ISA v2 and back.
 
 The contract is ``docs/isa.md``; the numbers are in :mod:`hw.isa`. A layer becomes a
 :class:`Program`: the input words (``Program.words``), the number of response words to
@@ -12,14 +12,22 @@ words (a ``numpy.uint32`` array) and returns every response word the accelerator
 
 Lowering. ``X[M, K]`` is cut into R-row tiles and ``W[K, N]`` into C-column tiles, both
 padded with zeros to whole tiles; padded outputs are never stored. Tiles are grouped into
-COMPUTE commands whose blocks fit the activation, weight, parameter and output banks; K is
-not split (a block of K words must fit one bank). Consecutive COMPUTEs alternate banks, so
-the loads of the next group and the STORE of the previous one overlap the running
-COMPUTE (the controller's interlocks order them); operands already resident in a bank are
-not loaded again.
+COMPUTE commands whose blocks fit the activation, weight, parameter and output banks.
+Consecutive COMPUTEs alternate banks, so the loads of the next group and the STORE of the
+previous one overlap the running COMPUTE (the controller's interlocks order them); operands
+already resident in a bank are not loaded again. When K words do not fit a bank, K is split
+into balanced chunks: every tile is a run of partial COMPUTEs (one chunk each, the array
+keeps the sums) and a final one that ends the tile, chunks alternating banks; the chunk
+order runs back and forth so that consecutive tiles find up to two of their operand chunks
+still resident.
+
+A program starts and ends with STATUS (unless asked not to): the differences of the
+cumulative COMPUTE counters are its own busy cycles and COMPUTEs (:meth:`Program.usage`),
+and an error pending from before it still shows. :attr:`Program.commands` lists every
+command it emitted, which is what a runner derives its time budget from.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -27,10 +35,10 @@ import numpy as np
 from golden.arith import INT32_MAX, INT32_MIN, check_accumulator, quantize_multiplier
 
 from .config import AcceleratorConfig
-from .isa import ARGS, ID_WORDS, ISA_VERSION, MAGIC, STATUS_WORDS, Error, Op, header
+from .isa import ARGS, ID_WORDS, ISA_VERSION, MAGIC, PARTIAL, STATUS_WORDS, Error, Op, header
 
 __all__ = [
-    "AcceleratorError", "DeviceId", "Status", "Step", "Plan", "Program", "Driver",
+    "AcceleratorError", "DeviceId", "Status", "Step", "Plan", "Command", "Program", "Driver",
     "pack_lanes", "unpack_lanes", "words_per_beat", "pad_to_beats", "split_responses",
     "response_length", "command_spans", "command",
     "cmd_nop", "cmd_id", "cmd_status", "cmd_clear", "cmd_load_act", "cmd_load_wgt",
@@ -202,9 +210,10 @@ def layer_word(z_out, act_min, act_max):
 
 
 def cmd_compute(k, m_tiles, n_tiles, *, act_addr=0, wgt_addr=0, par_addr=0, out_addr=0,
-                layer=0, banks=(0, 0, 0, 0)):
-    """COMPUTE; ``banks`` = (act, wgt, par, out), ``layer`` from :func:`layer_word`."""
-    flags = sum(_bank(b) << i for i, b in enumerate(banks))
+                layer=0, banks=(0, 0, 0, 0), partial=False):
+    """COMPUTE; ``banks`` = (act, wgt, par, out), ``layer`` from :func:`layer_word`;
+    ``partial``: accumulate only, the next COMPUTE continues the tile (one tile)."""
+    flags = sum(_bank(b) << i for i, b in enumerate(banks)) | (PARTIAL if partial else 0)
     return command(Op.COMPUTE, flags, k, m_tiles, n_tiles, act_addr, wgt_addr, par_addr,
                     out_addr, layer)
 
@@ -254,13 +263,17 @@ def parse_id(words):
 
 
 class Status(NamedTuple):
-    """The STATUS response (``hw.isa.STATUS_WORDS``), with the status bits split out."""
+    """The STATUS response (``hw.isa.STATUS_WORDS``), with the status bits split out.
+    ``compute_total``, ``compute_count``: busy cycles and number of the COMPUTEs since reset
+    or CLEAR."""
 
     busy: bool
     error_pending: bool
     error: int
     compute_cycles: int
     error_count: int
+    compute_total: int = 0
+    compute_count: int = 0
 
     @property
     def error_name(self):
@@ -276,7 +289,7 @@ def parse_status(words):
     if len(w) != len(STATUS_WORDS):
         raise AcceleratorError(f"STATUS response must have {len(STATUS_WORDS)} words, "
                                f"not {len(w)}")
-    return Status(bool(w[0] & 1), bool(w[0] & 2), w[1], w[2], w[3])
+    return Status(bool(w[0] & 1), bool(w[0] & 2), *w[1:])
 
 
 # --- quantized multipliers ----------------------------------------------------------------
@@ -301,17 +314,25 @@ def layer_multipliers(config, input_scale, weight_scale, output_scale):
 # --- planning ------------------------------------------------------------------------------
 
 class Step(NamedTuple):
-    """One COMPUTE: tiles ``t0 .. t0 + m_tiles`` x ``u0 .. u0 + n_tiles`` and its banks."""
+    """One COMPUTE: tiles ``t0 .. t0 + m_tiles`` x ``u0 .. u0 + n_tiles`` over the steps
+    ``k0 .. k0 + k`` of K, its banks, and which operands are loaded for it first (weights,
+    parameters). A ``partial`` step (one tile, a chunk of K) leaves its sums in the array
+    for the next step of the same tile."""
 
     t0: int
     m_tiles: int
     u0: int
     n_tiles: int
+    k0: int
+    k: int
     act_bank: int
     wgt_bank: int
+    par_bank: int
     out_bank: int
     load_act: bool
-    load_wgt: bool   # weights and their parameters travel together
+    load_wgt: bool
+    load_par: bool
+    partial: bool
 
 
 @dataclass(frozen=True)
@@ -338,6 +359,11 @@ class Plan:
         """``ceil(M/R) * ceil(N/C) * K``: one array step per k of every tile."""
         return self.m_tiles * self.n_tiles * self.k
 
+    @property
+    def k_chunks(self):
+        """Chunks K is split into (1: not split)."""
+        return len({s.k0 for s in self.steps})
+
 
 def _chunks(total, size):
     """Split ``total`` tiles into balanced chunks of at most ``size``: [(start, count)]."""
@@ -351,48 +377,93 @@ def _chunks(total, size):
     return out
 
 
-def _schedule(m_chunks, n_chunks, n_outer):
-    """Steps in serpentine order with two-bank residency per buffer."""
+def _serpentine(m_chunks, n_chunks, n_outer):
+    """(m chunk, n chunk) pairs, the inner loop running back and forth."""
     outer, inner = (n_chunks, m_chunks) if n_outer else (m_chunks, n_chunks)
     order = []
     for a, o in enumerate(outer):
         inners = inner if a % 2 == 0 else inner[::-1]
         order += [(i, o) if n_outer else (o, i) for i in inners]
-    steps = []
-    resident = {"act": [None, None], "wgt": [None, None]}
-    last = {"act": 1, "wgt": 1, "out": 1}
-    for mc, nc in order:
-        banks, loads = {}, {}
-        for kind, key in (("act", mc), ("wgt", nc)):
-            if key in resident[kind]:
-                banks[kind], loads[kind] = resident[kind].index(key), False
-            else:
-                # The other bank than the previous COMPUTE's, which may still be running.
-                bank = 1 - last[kind]
-                resident[kind][bank] = key
-                banks[kind], loads[kind] = bank, True
-            last[kind] = banks[kind]
-        last["out"] = 1 - last["out"]
-        steps.append(Step(mc[0], mc[1], nc[0], nc[1], banks["act"], banks["wgt"],
-                          last["out"], loads["act"], loads["wgt"]))
+    return order
+
+
+class _Banks:
+    """Two-bank residency of one buffer: which operand block each bank holds."""
+
+    def __init__(self):
+        self.held = [None, None]
+        self.last = 1
+
+    def place(self, key):
+        """(bank, load): reuse a bank that holds ``key``, else load it into the bank the
+        previous COMPUTE did not use (it may still be running)."""
+        if key in self.held:
+            bank, load = self.held.index(key), False
+        else:
+            bank, load = 1 - self.last, True
+            self.held[bank] = key
+        self.last = bank
+        return bank, load
+
+
+def _schedule(m_chunks, n_chunks, n_outer, k):
+    """Steps of an unsplit K in serpentine order with two-bank residency per buffer."""
+    steps, act, wgt, out = [], _Banks(), _Banks(), 1
+    for mc, nc in _serpentine(m_chunks, n_chunks, n_outer):
+        a_bank, load_a = act.place(mc)
+        w_bank, load_w = wgt.place(nc)
+        out = 1 - out
+        # Parameters travel with their weights.
+        steps.append(Step(mc[0], mc[1], nc[0], nc[1], 0, k, a_bank, w_bank, w_bank, out,
+                          load_a, load_w, load_w, False))
     return tuple(steps)
 
 
-def _estimate(config, k, steps):
-    """Rough cycles of a schedule, only used to choose between chunkings: the controller
+def _split_schedule(m_tiles, n_tiles, k_chunks, n_outer):
+    """Steps of a split K: per tile, partial steps over all but one chunk and a final step.
+
+    Chunks alternate banks; the chunk order reverses from tile to tile, so the next tile
+    starts with the chunks still resident. A final step's parameter bank and output bank
+    are chosen before its partial steps, which name the other parameter bank (a LOAD_PAR
+    for the final step must not wait for them) and the final step's output bank (the
+    previous tile's STORE must not wait for them).
+    """
+    steps, act, wgt, par, out = [], _Banks(), _Banks(), _Banks(), 1
+    tiles = _serpentine([(t, 1) for t in range(m_tiles)], [(u, 1) for u in range(n_tiles)],
+                        n_outer)
+    for n, ((t, _), (u, _)) in enumerate(tiles):
+        chunks = k_chunks if n % 2 == 0 else k_chunks[::-1]
+        p_bank, load_p = par.place(u)
+        out = 1 - out
+        for j, (k0, kc) in enumerate(chunks):
+            final = j == len(chunks) - 1
+            a_bank, load_a = act.place((t, k0))
+            w_bank, load_w = wgt.place((u, k0))
+            steps.append(Step(t, 1, u, 1, k0, kc, a_bank, w_bank,
+                              p_bank if final else 1 - p_bank, out, load_a, load_w,
+                              load_p and final, not final))
+    return tuple(steps)
+
+
+def _estimate(config, steps):
+    """Rough cycles of a schedule, only used to choose between schedules: the controller
     decodes one word per cycle, a COMPUTE waits for the previous one, loads and the previous
     STORE overlap it."""
     r, c = config.rows, config.cols
-    act, wgt, out = k * -(-r // 4), k * -(-c // 4) + 3 * c, -(-c // 4)
+    act, wgt, out = -(-r // 4), -(-c // 4), -(-c // 4)
     decode = done = 0
     prev_store = 0
     for s in steps:
-        decode += 3 * (s.load_act + 2 * s.load_wgt) + s.load_act * s.m_tiles * act \
-            + s.load_wgt * s.n_tiles * wgt
+        decode += 3 * (s.load_act + s.load_wgt + s.load_par) \
+            + s.load_act * s.m_tiles * s.k * act + s.load_wgt * s.n_tiles * s.k * wgt \
+            + s.load_par * s.n_tiles * 3 * c
         start = max(decode, done)
-        done = start + s.m_tiles * s.n_tiles * max(k, r, c) + r + c
+        if s.partial:
+            done = start + s.k + 3
+        else:
+            done = start + s.m_tiles * s.n_tiles * max(s.k, r, c) + r + c
         decode = start + 1 + ARGS[Op.COMPUTE] + prev_store
-        prev_store = 3 + s.m_tiles * r * s.n_tiles * out
+        prev_store = 0 if s.partial else 3 + s.m_tiles * r * s.n_tiles * out
     return max(decode, done) + prev_store
 
 
@@ -401,6 +472,10 @@ STRATEGIES = ("overlap", "fewest")
 
 def plan_gemm(config, m, k, n, strategy="overlap"):
     """Cut an (M, K, N) GEMM into COMPUTE steps that fit ``config``'s banks.
+
+    When K words fit an activation and a weight bank, every COMPUTE covers all of K;
+    otherwise K is split into balanced chunks that fit, one tile per COMPUTE (see the
+    module's docstring).
 
     Parameters
     ----------
@@ -412,8 +487,7 @@ def plan_gemm(config, m, k, n, strategy="overlap"):
     Raises
     ------
     ValueError
-        If a K-word block does not fit one activation or weight bank (K is never split), or
-        the output bank cannot hold one tile.
+        If the output bank cannot hold one tile.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
@@ -421,15 +495,15 @@ def plan_gemm(config, m, k, n, strategy="overlap"):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, not {v!r}")
     r, c = config.rows, config.cols
-    for depth_name in ("act_depth", "wgt_depth"):
-        depth = getattr(config, depth_name)
-        if k > depth:
-            raise ValueError(f"K={k} does not fit one bank: a block needs K words but "
-                             f"{depth_name}={depth}; split K on the host (not supported)")
     if config.out_depth < r:
         raise ValueError(f"out_depth={config.out_depth} cannot hold one tile of R={r} rows")
     mt_all, nt_all = -(-m // r), -(-n // c)
-    best = None
+    k_max = min(config.act_depth, config.wgt_depth)
+    candidates = []
+    if k > k_max:
+        k_chunks = _chunks(k, k_max)
+        candidates = [_split_schedule(mt_all, nt_all, k_chunks, n_outer)
+                      for n_outer in (True, False)]
     for nt_max in range(1, min(nt_all, config.par_depth, config.wgt_depth // k) + 1):
         n_chunks = _chunks(nt_all, nt_max)
         nt = max(cnt for _, cnt in n_chunks)
@@ -437,17 +511,29 @@ def plan_gemm(config, m, k, n, strategy="overlap"):
         if mt_max < 1:
             continue
         m_chunks = _chunks(mt_all, mt_max)
-        for n_outer in (True, False):
-            steps = _schedule(m_chunks, n_chunks, n_outer)
-            cost = (_estimate(config, k, steps), len(steps))
-            if strategy == "fewest":
-                cost = cost[::-1]
-            if best is None or cost < best[0]:
-                best = (cost, steps)
+        candidates += [_schedule(m_chunks, n_chunks, n_outer, k) for n_outer in (True, False)]
+    best = None
+    for steps in candidates:
+        cost = (_estimate(config, steps), len(steps))
+        if strategy == "fewest":
+            cost = cost[::-1]
+        if best is None or cost < best[0]:
+            best = (cost, steps)
     return Plan(int(m), int(k), int(n), r, c, best[1])
 
 
 # --- programs ------------------------------------------------------------------------------
+
+class Command(NamedTuple):
+    """One command of a program: its opcode, first word in :attr:`Program.words`, number of
+    words (data included) and, for a COMPUTE, its tiles and array steps (K per tile)."""
+
+    op: Op
+    start: int
+    size: int
+    tiles: int = 0
+    steps: int = 0
+
 
 @dataclass(frozen=True)
 class Program:
@@ -465,6 +551,8 @@ class Program:
         Shape of :meth:`decode`'s result; (M, N) for a GEMM.
     stores : tuple of (row0, rows, col0, n_tiles)
         What each STORE response holds.
+    commands : tuple of Command
+        Every command of ``words`` in order (the padding NOPs excepted).
     """
 
     config: AcceleratorConfig
@@ -473,6 +561,7 @@ class Program:
     plan: Plan
     output_shape: tuple
     stores: tuple
+    commands: tuple
 
     @property
     def expected_response_words(self):
@@ -490,6 +579,16 @@ class Program:
         kinds = [kind for kind, _ in self.responses]
         return parse_status(parts[-1]) if kinds and kinds[-1] == "status" else None
 
+    def usage(self, response_words):
+        """(busy cycles, COMPUTEs) of this program, from its first and last STATUS (None if
+        it has no STATUS)."""
+        if not self.responses or self.responses[0][0] != "status":
+            return None
+        parts = self.split(response_words)
+        first, last = parse_status(parts[0]), parse_status(parts[-1])
+        return ((last.compute_total - first.compute_total) % _U32,
+                (last.compute_count - first.compute_count) % _U32)
+
     def decode(self, response_words):
         """Response words -> int8 result of shape ``output_shape``.
 
@@ -506,7 +605,8 @@ class Program:
         c = self.config.cols
         wpr = -(-c // 4)
         y = np.empty((self.plan.m, self.plan.n), dtype=np.int8)
-        stores = iter(parts)
+        stores = iter(part for part, (kind, _) in zip(parts, self.responses, strict=True)
+                      if kind == "store")
         for row0, rows, col0, n_tiles in self.stores:
             data = next(stores).reshape(rows, n_tiles, wpr)
             block = unpack_lanes(data, c).reshape(rows, n_tiles * c)
@@ -551,7 +651,8 @@ def compile_gemm(config, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=1
     z_out, act_min, act_max : int
         Output zero point and clamp range, int8 codes, ``act_min <= act_max``.
     status : bool
-        End with a STATUS so :meth:`Program.decode` can check for errors.
+        Start and end with a STATUS, so :meth:`Program.decode` can check for errors and
+        :meth:`Program.usage` can tell the program's COMPUTE cycles.
     strategy : {"overlap", "fewest"}
         How to chunk, see :func:`plan_gemm`.
 
@@ -561,7 +662,7 @@ def compile_gemm(config, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=1
         If the worst case of ``acc`` could overflow ``acc_width`` bits or ``acc + bias'``
         int32.
     ValueError
-        On bad operands, or when K does not fit a bank (see :func:`plan_gemm`).
+        On bad operands, or when the output bank cannot hold a tile (see :func:`plan_gemm`).
     """
     x, w = np.asarray(x), np.asarray(w)
     if x.dtype != np.int8 or w.dtype != np.int8 or x.ndim != 2 or w.ndim != 2:
@@ -604,36 +705,47 @@ def _lower(config, plan, x, w, bias, m0, shift, layer, status, output_shape):
         p[:plan.n] = v
     pars = [p.reshape(nt_all, c) for p in pars]
 
-    parts, responses, stores = [], [], []
-    pending = None   # the STORE of the previous step, issued after the next COMPUTE
+    parts, responses, stores, commands = [], [], [], []
+    pending = None   # the STORE of the last final step, issued after the next COMPUTE
+
+    def emit(words, tiles=0, steps=0):
+        start = commands[-1].start + commands[-1].size if commands else 0
+        parts.append(words)
+        commands.append(Command(Op(int(words[0]) >> 24), start, len(words), tiles, steps))
 
     def store(step):
         rows = min(plan.m, (step.t0 + step.m_tiles) * r) - step.t0 * r
-        parts.append(cmd_store(step.out_bank, 0, rows * step.n_tiles))
+        emit(cmd_store(step.out_bank, 0, rows * step.n_tiles))
         responses.append(("store", rows * step.n_tiles * -(-c // 4)))
         stores.append((step.t0 * r, rows, step.u0 * c, step.n_tiles))
 
+    if status:
+        emit(cmd_status())
+        responses.append(("status", len(STATUS_WORDS)))
     for step in plan.steps:
         t, mt, u, nt = step.t0, step.m_tiles, step.u0, step.n_tiles
+        ks = slice(step.k0, step.k0 + step.k)
         if step.load_act:
-            parts.append(cmd_load_act(step.act_bank, 0,
-                                      act_words[t:t + mt].reshape(mt * k, r)))
+            emit(cmd_load_act(step.act_bank, 0, act_words[t:t + mt, ks].reshape(-1, r)))
         if step.load_wgt:
-            parts.append(cmd_load_wgt(step.wgt_bank, 0,
-                                      wgt_words[u:u + nt].reshape(nt * k, c)))
-            parts.append(cmd_load_par(step.wgt_bank, 0, *(p[u:u + nt] for p in pars)))
-        parts.append(cmd_compute(k, mt, nt, layer=layer,
-                                 banks=(step.act_bank, step.wgt_bank, step.wgt_bank,
-                                        step.out_bank)))
+            emit(cmd_load_wgt(step.wgt_bank, 0, wgt_words[u:u + nt, ks].reshape(-1, c)))
+        if step.load_par:
+            emit(cmd_load_par(step.par_bank, 0, *(p[u:u + nt] for p in pars)))
+        emit(cmd_compute(step.k, mt, nt, layer=layer, partial=step.partial,
+                         banks=(step.act_bank, step.wgt_bank, step.par_bank, step.out_bank)),
+             mt * nt, mt * nt * step.k)
         if pending is not None:
             store(pending)
-        pending = step
+            pending = None
+        if not step.partial:
+            pending = step
     store(pending)
     if status:
-        parts.append(cmd_status())
+        emit(cmd_status())
         responses.append(("status", len(STATUS_WORDS)))
     words = pad_to_beats(np.concatenate(parts), config.host_width)
-    return Program(config, words, tuple(responses), plan, tuple(output_shape), tuple(stores))
+    return Program(config, words, tuple(responses), plan, tuple(output_shape), tuple(stores),
+                   tuple(commands))
 
 
 def compile_fully_connected(config, x, w, bias, m0, shift, *, z_in, z_out, act_min=-128,
@@ -681,8 +793,7 @@ def compile_conv2d(config, x, w, bias, m0, shift, *, z_in, z_out, stride=(1, 1),
     program = compile_gemm(config, np.ascontiguousarray(patches), np.ascontiguousarray(wk.T),
                            fold_bias(bias, wk, z_in), m0, shift, z_out, act_min, act_max,
                            status=status, strategy=strategy)
-    return Program(program.config, program.words, program.responses, program.plan,
-                   (x.shape[0], oh, ow, n), program.stores)
+    return replace(program, output_shape=(x.shape[0], oh, ow, n))
 
 
 # --- running ---------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""Numbers of the command stream, version 1 (see docs/isa.md). Shared by gateware and driver."""
+"""Numbers of the command stream, version 2 (see docs/isa.md). Shared by gateware and driver."""
 
 import enum
 
 __all__ = ["ISA_VERSION", "MAGIC", "Op", "ARGS", "Error", "ID_WORDS", "STATUS_WORDS",
-           "words_per_lanes", "header"]
+           "words_per_lanes", "header", "FLAG_BITS", "PARTIAL"]
 
-ISA_VERSION = 1
+ISA_VERSION = 2
 MAGIC = 0x514D4143  # "QMAC"
 
 
@@ -38,7 +38,8 @@ class Error(enum.IntEnum):
 
 ID_WORDS = ("magic", "version", "rows", "cols", "acc_width", "act_depth", "wgt_depth",
             "par_depth", "out_depth", "rounding")
-STATUS_WORDS = ("status", "error", "compute_cycles", "error_count")
+STATUS_WORDS = ("status", "error", "compute_cycles", "error_count", "compute_total",
+                "compute_count")
 PAR_WORDS_PER_CHANNEL = 3  # bias, M0, shift
 
 
@@ -47,8 +48,12 @@ def words_per_lanes(lanes):
     return (lanes + 3) // 4
 
 
+FLAG_BITS = 5          # header bits 0..4; bits 5..23 are reserved
+PARTIAL = 1 << 4       # COMPUTE flag: accumulate only, the next COMPUTE goes on with the tile
+
+
 def header(op, flags=0):
     """The header word of a command."""
-    if not 0 <= flags < 16:
-        raise ValueError(f"flags must be in [0, 15], not {flags!r}")
+    if not 0 <= flags < 1 << FLAG_BITS:
+        raise ValueError(f"flags must be in [0, {(1 << FLAG_BITS) - 1}], not {flags!r}")
     return (int(Op(op)) << 24) | flags

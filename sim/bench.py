@@ -17,6 +17,7 @@ The library part (:func:`build`, :func:`run_rtl`) is what the RTL tests use too.
 """
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -46,12 +47,23 @@ def build(config):
 class Run:
     """One program for the testbench: input words (whole beats) and response words to
     collect. ``reset=(mode, count)`` abandons the run with a reset instead: ``"cycle"``
-    after ``count`` cycles, ``"in"``/``"out"`` once ``count`` input/output beats passed."""
+    after ``count`` cycles, ``"in"``/``"out"`` once ``count`` input/output beats passed.
+    ``timeout``: cycles (0: :func:`default_timeout`); ``steps``: the array work its
+    COMPUTEs announce, for that default (:meth:`of` takes it from a program)."""
 
     words: np.ndarray
     expect: int
     timeout: int = 0
     reset: tuple = ()
+    steps: int = 0
+
+    @classmethod
+    def of(cls, program, **kwargs):
+        """The run of a :class:`hw.driver.Program`, its work taken from the commands the
+        driver emitted (never from scanning the words: data words can look like commands).
+        """
+        return cls(program.words, program.expected_response_words,
+                   steps=compute_steps(program), **kwargs)
 
 
 @dataclass
@@ -68,26 +80,22 @@ class RunResult:
     wall: float
 
 
-def default_timeout(config, words, expect, slack=1.0):
-    """A generous cycle budget: every word a few cycles (narrow hosts take 32/width beats),
-    every COMPUTE the worst imaginable array pass, and backpressure ``slack``."""
-    per_word = max(1, 32 // config.host_width)
-    return int((8 * per_word * (len(words) + expect) + 4 * _compute_bound(config, words)
-                + 5000) * slack)
-
-
-def _compute_bound(config, words):
-    """Sum over COMPUTE headers of (K * m_tiles * n_tiles + fill), scanned from the stream;
-    an upper bound of what the interlocks can make the input wait."""
+def compute_steps(program):
+    """Cycles the COMPUTEs of ``program`` can keep the array busy at most: every array step
+    plus a fill and drain of the pipeline per tile and per command."""
     from hw.isa import Op
 
-    total, w = 0, np.asarray(words, dtype=np.int64)
-    heads = np.flatnonzero((w >> 24) == Op.COMPUTE)
-    for h in heads[heads + 3 < len(w)]:
-        k, mt, nt = (int(v) for v in w[h + 1:h + 4])
-        if k * mt * nt < 1 << 26:
-            total += k * mt * nt + mt * nt * (config.rows + config.cols) + 100
-    return total
+    c = program.config
+    return sum(cmd.steps + cmd.tiles * (c.rows + c.cols + 16) + 100
+               for cmd in program.commands if cmd.op == Op.COMPUTE)
+
+
+def default_timeout(config, words, expect, steps, slack=1.0):
+    """A generous cycle budget: every word a few cycles (narrow hosts take 32/width beats),
+    four times the announced array work ``steps`` (what the interlocks can make the input
+    wait), and backpressure ``slack``."""
+    per_word = max(1, 32 // config.host_width)
+    return int((8 * per_word * (len(words) + expect) + 4 * steps + 5000) * slack)
 
 
 def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, gap_max=1,
@@ -96,7 +104,9 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
 
     ``gap_p``/``gap_max``: input valid gaps, ``stall_p``/``stall_max``: output ready stalls
     (before each beat, with probability p, 1..max idle cycles). Raises
-    ``sim.harness.SimulationFailed`` if the testbench failed (e.g. a timeout).
+    ``sim.harness.SimulationFailed`` if the testbench failed (e.g. a timeout); its message
+    names the folder that keeps the case and the simulation log (a temporary folder is
+    kept then).
     """
     from sim import harness
 
@@ -104,8 +114,7 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
     if slack is None:
         slack = (1 + gap_p * gap_max) * (1 + stall_p * stall_max)
     own = workdir is None
-    tmp = tempfile.TemporaryDirectory(prefix="accel-") if own else None
-    work = Path(tmp.name if own else workdir)
+    work = Path(tempfile.mkdtemp(prefix="qmac-sim-") if own else workdir)
     work.mkdir(parents=True, exist_ok=True)
     try:
         case = {"runs": len(runs), "seed": seed, "gap_p": gap_p, "gap_max": gap_max,
@@ -115,12 +124,17 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
             case[f"words_{n}"] = words
             case[f"expect_{n}"] = run.expect
             case[f"timeout_{n}"] = run.timeout or default_timeout(config, words, run.expect,
-                                                                  slack)
+                                                                  run.steps, slack)
             case[f"reset_{n}"] = np.array(
                 [RESET_MODES.index(run.reset[0]), run.reset[1]] if run.reset else [], np.int64)
         np.savez(work / "case.npz", **case)
-        harness.run(build_dir, TB_MODULE, testcase="run_case", test_dir=work, seed=seed,
-                    env={"CASE": work / "case.npz", "OUT": work / "out.npz"})
+        try:
+            harness.run(build_dir, TB_MODULE, testcase="run_case", test_dir=work, seed=seed,
+                        env={"CASE": work / "case.npz", "OUT": work / "out.npz"})
+        except harness.SimulationFailed as e:
+            own = False         # keep the evidence
+            raise harness.SimulationFailed(
+                f"{_reason(work / 'sim.log')} (case and log kept in {work})\n{e}") from None
         out = np.load(work / "out.npz")
         empty = np.zeros(0, np.int64)
         return [RunResult(out[f"resp_{n}"], int(out[f"cycles_{n}"]),
@@ -129,7 +143,19 @@ def run_rtl(config, runs, *, workdir=None, build_dir=None, seed=0, gap_p=0.0, ga
                 for n in range(len(runs))]
     finally:
         if own:
-            tmp.cleanup()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _reason(log):
+    """The testbench's own account of a failure (e.g. its timeout line) from the log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no simulation log"
+    for line in lines:
+        if "timeout after" in line or "Error" in line or "error" in line:
+            return " ".join(line.split())[:300]
+    return "the testbench failed"
 
 
 # --- measurement -------------------------------------------------------------------------
@@ -148,9 +174,9 @@ class Measurement:
     m: int
     k: int
     n: int
-    computes: int
+    computes: int        # STATUS: COMPUTEs of the program
     ideal: int
-    compute: int         # STATUS: cycles of the (last) COMPUTE
+    compute: int         # STATUS: busy cycles of all its COMPUTEs
     total: int           # the whole run, first input beat to last response beat
     in_words: int
     out_words: int
@@ -160,7 +186,13 @@ class Measurement:
 
     @property
     def utilization(self):
-        return self.ideal / self.compute if self.computes == 1 and self.compute else None
+        """Ideal array steps per busy cycle of the compute engine."""
+        return self.ideal / self.compute if self.compute else None
+
+    @property
+    def run_utilization(self):
+        """Ideal array steps per cycle of the whole run, loads and stores included."""
+        return self.ideal / self.total if self.total else None
 
 
 def timeline(config, program, result):
@@ -175,16 +207,15 @@ def timeline(config, program, result):
     ``"after X"`` for the header beat of the next command (X still executing, e.g. a STORE
     waiting for its COMPUTE and streaming its response).
     """
-    from hw import driver as drv
     from hw.isa import Op
 
-    spans = drv.command_spans(program.words, config)
+    spans = program.commands
     stall = np.maximum(result.in_accept - result.in_offer - 1, 0)
     stalls, prev = {}, None
-    for op, start, size in spans:
+    for op, start, size, *_ in spans:
         first = _beat_of_word(config, start - 1) + 1 if start else 0
         last = _beat_of_word(config, start + size - 1)
-        name = op.name if op is not None else "ILLEGAL"
+        name = op.name
         if first <= last:
             if prev is not None:
                 stalls[f"after {prev}"] = stalls.get(f"after {prev}", 0) + int(stall[first])
@@ -219,7 +250,7 @@ def measure(config, layers, *, build_dir=None, workdir=None):
     simulation without backpressure, and measure each."""
     from hw import driver as drv
 
-    runs = [Run(p.words, p.expected_response_words) for _, p, _ in layers]
+    runs = [Run.of(p) for _, p, _ in layers]
     results = run_rtl(config, runs, build_dir=build_dir, workdir=workdir)
     out = []
     for (name, program, want), result in zip(layers, results, strict=True):
@@ -228,11 +259,11 @@ def measure(config, layers, *, build_dir=None, workdir=None):
             exact = bool(np.array_equal(got, want))
         except drv.AcceleratorError:
             exact = False
-        status = program.status(result.resp)
+        compute, computes = program.usage(result.resp)
         plan = program.plan
         out.append(Measurement(
-            name, plan.m, plan.k, plan.n, len(plan.steps), plan.ideal_cycles,
-            status.compute_cycles, result.cycles, len(program.words),
+            name, plan.m, plan.k, plan.n, computes, plan.ideal_cycles,
+            compute, result.cycles, len(program.words),
             program.expected_response_words, timeline(config, program, result),
             result.cycles / result.wall if result.wall else 0.0, exact))
     return out
@@ -292,16 +323,23 @@ def cnn_layers(config, rng):
     ]
 
 
+def _percent(v):
+    return f"{100 * v:6.1f}%" if v is not None else "    n/a"
+
+
 def format_table(config, rows):
-    head = (f"{'layer':<24} {'M':>5} {'K':>5} {'N':>5} {'ideal':>8} {'compute':>8} "
-            f"{'util':>7} {'total':>8} {'in w':>7} {'out w':>7} {'cyc/s':>7} {'exact':>5}")
+    """One line per layer: ``util`` = ideal / busy cycles of its COMPUTEs (STATUS),
+    ``run`` = ideal / cycles of the whole run (loads and stores included)."""
+    head = (f"{'layer':<24} {'M':>5} {'K':>5} {'N':>5} {'COMPUTEs':>8} {'ideal':>9} "
+            f"{'compute':>9} {'util':>7} {'total':>9} {'run':>7} {'in w':>8} {'out w':>7} "
+            f"{'cyc/s':>7} {'exact':>5}")
     lines = [f"accelerator {config.rows}x{config.cols}, host {config.host_width} bit, "
              f"acc {config.acc_width} bit, {config.rounding} rounding", head,
              "-" * len(head)]
     for r in rows:
-        util = f"{100 * r.utilization:6.1f}%" if r.utilization is not None else "    n/a"
-        lines.append(f"{r.name:<24} {r.m:>5} {r.k:>5} {r.n:>5} {r.ideal:>8} {r.compute:>8} "
-                     f"{util} {r.total:>8} {r.in_words:>7} {r.out_words:>7} "
+        lines.append(f"{r.name:<24} {r.m:>5} {r.k:>5} {r.n:>5} {r.computes:>8} {r.ideal:>9} "
+                     f"{r.compute:>9} {_percent(r.utilization)} {r.total:>9} "
+                     f"{_percent(r.run_utilization)} {r.in_words:>8} {r.out_words:>7} "
                      f"{r.speed:>7.0f} {'yes' if r.exact else 'NO':>5}")
     return "\n".join(lines)
 
@@ -309,10 +347,8 @@ def format_table(config, rows):
 def format_phases(r):
     p = r.phases
     stalls = ", ".join(f"{k} {v}" for k, v in sorted(p["stalls"].items())) or "none"
-    if r.computes == 1:
-        compute = f"STATUS: {r.compute} cycles, ideal {r.ideal}, overhead {r.compute - r.ideal}"
-    else:
-        compute = f"{r.computes} COMPUTEs, ideal {r.ideal}; STATUS: the last took {r.compute}"
+    compute = (f"{r.computes} COMPUTE{'s' if r.computes != 1 else ''}, STATUS: {r.compute} "
+               f"busy cycles, ideal {r.ideal}, overhead {r.compute - r.ideal}")
     return (f"{r.name}: total {r.total} cycles = load {p['load']} (until the first COMPUTE is "
             f"accepted) + compute {p['compute_tb']} (until the last STORE's first beat; "
             f"{compute}) + store {p['store']} ({p['out_gap']} cycles without o.valid). "

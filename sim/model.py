@@ -1,4 +1,4 @@
-"""ISA v1 executed in Python: ``docs/isa.md`` as a program.
+"""ISA v2 executed in Python: ``docs/isa.md`` as a program.
 
 :class:`IsaModel` consumes the input word stream of the accelerator and produces its
 response words, with the banks, the COMPUTE semantics (NumPy + ``golden.requant``) and the
@@ -7,8 +7,9 @@ the reference for the response streams of the RTL tests.
 
 What it is not: a timing model. COMPUTE finishes the moment it is decoded, so STATUS never
 shows ``busy`` and the interlocks never wait; the ``compute cycles`` word is set to
-``K * m_tiles * n_tiles`` (the ideal step count, i.e. 100 % utilization) only so that STATUS
-has a defined value. Measured cycles come from the RTL (``python -m sim.bench``).
+``K * m_tiles * n_tiles`` (the ideal step count, i.e. 100 % utilization) and the total
+counts those, only so that STATUS has defined values. Measured cycles come from the RTL
+(``python -m sim.bench``).
 
 Where the ISA leaves results unspecified (``acc`` outside ``acc_width`` bits, ``acc + bias``
 outside int32, ``act_min > act_max``, a shift outside the rounding's range) the model raises
@@ -20,13 +21,13 @@ host that reads what it never wrote gets wrong numbers rather than lucky zeros.
 import numpy as np
 
 from golden.requant import requantize
-from hw.isa import ARGS, ISA_VERSION, MAGIC, PAR_WORDS_PER_CHANNEL, Error, Op
+from hw.isa import ARGS, FLAG_BITS, ISA_VERSION, MAGIC, PAR_WORDS_PER_CHANNEL, PARTIAL, Error, Op
 
 __all__ = ["IsaModel", "UnspecifiedBehaviour"]
 
 
 class UnspecifiedBehaviour(ValueError):
-    """The stream asked for something whose result ISA v1 does not specify."""
+    """The stream asked for something whose result the ISA does not specify."""
 
 
 def _int8(v):
@@ -48,8 +49,10 @@ class IsaModel:
     par : ndarray of uint32, shape (2, par_depth, C, 3)
         Raw words bias, M0, shift per channel.
     out : ndarray of int8, shape (2, out_depth, C)
-    error, error_count, compute_cycles : int
+    error, error_count, compute_cycles, compute_total, compute_count : int
         What STATUS reports.
+    partial : ndarray of int64, shape (R, C), or None
+        The sums that partial COMPUTEs left in the array for the next COMPUTE's first tile.
     """
 
     def __init__(self, config, *, seed=0):
@@ -72,10 +75,14 @@ class IsaModel:
         }[op]
 
     def reset(self):
-        """Reset: idle, no error, cycles 0, partial commands discarded; buffers kept."""
+        """Reset: idle, no error, cycles 0, partial commands and sums discarded; buffers
+        kept."""
         self.error = 0
         self.error_count = 0
         self.compute_cycles = 0
+        self.compute_total = 0
+        self.compute_count = 0
+        self.partial = None
         self._pending = np.zeros(0, dtype=np.uint32)
         self._load = None     # (array, bank, addr, items left, words per item, drop)
 
@@ -98,7 +105,7 @@ class IsaModel:
                     break  # wait for the rest of an item
                 pos = consumed
                 continue
-            op_code, flags = int(buf[pos]) >> 24, int(buf[pos]) & 0xF
+            op_code, flags = int(buf[pos]) >> 24, int(buf[pos]) & ((1 << FLAG_BITS) - 1)
             try:
                 op = Op(op_code)
             except ValueError:
@@ -131,9 +138,10 @@ class IsaModel:
             return [MAGIC, ISA_VERSION, c.rows, c.cols, c.acc_width, c.act_depth, c.wgt_depth,
                     c.par_depth, c.out_depth, int(c.rounding == "single")]
         if op == Op.STATUS:
-            return [2 * (self.error != 0), self.error, self.compute_cycles, self.error_count]
+            return [2 * (self.error != 0), self.error, self.compute_cycles, self.error_count,
+                    self.compute_total, self.compute_count]
         if op == Op.CLEAR:
-            self.error = self.error_count = 0
+            self.error = self.error_count = self.compute_total = self.compute_count = 0
         elif op in (Op.LOAD_ACT, Op.LOAD_WGT, Op.LOAD_PAR):
             addr, count = args
             array, per_item = self._load_target(op)
@@ -176,7 +184,9 @@ class IsaModel:
                  layer):
         c = self.config
         r, cols = c.rows, c.cols
+        partial = bool(flags & PARTIAL)
         if (k == 0 or m_tiles == 0 or n_tiles == 0
+                or partial and (m_tiles != 1 or n_tiles != 1)
                 or act_addr + m_tiles * k > c.act_depth
                 or wgt_addr + n_tiles * k > c.wgt_depth
                 or par_addr + n_tiles > c.par_depth
@@ -190,6 +200,16 @@ class IsaModel:
         w = w.transpose(1, 0, 2).reshape(k, n_tiles * cols)
         # float64 holds every partial sum exactly (|acc| <= K * 2**14 < 2**53).
         acc = (x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+        self.compute_cycles = k * m_tiles * n_tiles % (1 << 32)
+        self.compute_total = (self.compute_total + self.compute_cycles) % (1 << 32)
+        self.compute_count = (self.compute_count + 1) % (1 << 32)
+        if self.partial is not None:
+            acc[:r, :cols] += self.partial
+        if partial:
+            # Partial sums wrap in acc_width bits; only the tile's final sum must fit.
+            self.partial = acc
+            return
+        self.partial = None
         limit = 1 << (c.acc_width - 1)
         if np.any((acc < -limit) | (acc >= limit)):
             raise UnspecifiedBehaviour(f"COMPUTE: an accumulator leaves {c.acc_width} bits")
@@ -209,4 +229,3 @@ class IsaModel:
             raise UnspecifiedBehaviour("COMPUTE: acc + bias leaves int32") from None
         self.out[ob, out_addr:out_addr + m_tiles * r * n_tiles] = \
             y.reshape(m_tiles * r * n_tiles, cols)
-        self.compute_cycles = k * m_tiles * n_tiles % (1 << 32)

@@ -51,9 +51,10 @@ class Layer:
 @dataclass
 class LayerResult:
     """One operator of the run. For host operators (``rtl`` False) only ``index`` and
-    ``kind`` are meaningful. ``compute``: STATUS cycles of the layer's last COMPUTE (its
-    whole compute time when ``computes == 1``); ``total``: cycles of the whole program,
-    first input beat to last response beat; ``error``: what the accelerator reported."""
+    ``kind`` are meaningful. ``computes``, ``compute``: the layer's COMPUTEs and their busy
+    cycles (STATUS); ``ideal``: ``ceil(M/R) * ceil(N/C) * K``; ``k_chunks``: pieces K was
+    split into; ``total``: cycles of the whole program, first input beat to last response
+    beat; ``error``: what the accelerator reported."""
 
     index: int
     kind: str
@@ -64,12 +65,24 @@ class LayerResult:
     computes: int = 0
     compute: int = 0
     total: int = 0
+    ideal: int = 0
+    k_chunks: int = 1
     mismatches: int = 0
     error: str = ""
 
     @property
     def exact(self):
         return self.rtl and not self.error and self.mismatches == 0
+
+    @property
+    def utilization(self):
+        """Ideal array steps per busy cycle of the compute engine."""
+        return self.ideal / self.compute if self.compute else None
+
+    @property
+    def run_utilization(self):
+        """Ideal array steps per cycle of the whole program, loads and stores included."""
+        return self.ideal / self.total if self.total else None
 
 
 def _layer_program(net, k, op, values, config, strategy):
@@ -163,17 +176,16 @@ def run_layers(net, layers, config, *, build_dir=None):
     """
     from sim import bench
 
-    runs = [bench.Run(layer.program.words, layer.program.expected_response_words)
-            for layer in layers]
+    runs = [bench.Run.of(layer.program) for layer in layers]
     results = bench.run_rtl(config, runs, build_dir=build_dir)
     by_index = {}
     for layer, result in zip(layers, results, strict=True):
         p = layer.program
         row = LayerResult(layer.index, layer.kind, True, p.plan.m, p.plan.k, p.plan.n,
-                          len(p.plan.steps), total=result.cycles)
+                          len(p.plan.steps), total=result.cycles, ideal=p.plan.ideal_cycles,
+                          k_chunks=p.plan.k_chunks)
         try:
-            status = p.status(result.resp)
-            row.compute = status.compute_cycles
+            row.compute, row.computes = p.usage(result.resp)
             got = p.decode(result.resp).reshape(layer.want.shape)
             row.mismatches = int(np.count_nonzero(got != layer.want))
         except drv.AcceleratorError as e:
@@ -192,18 +204,26 @@ def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
     return run_layers(net, layers, config, build_dir=build_dir)
 
 
+def _percent(v):
+    return f"{100 * v:5.1f}%" if v is not None else "   n/a"
+
+
 def format_table(config, rows):
-    """The result table: one line per operator, RTL layers with cycles and exactness."""
+    """The result table: one line per operator, RTL layers with cycles and exactness.
+    ``util`` = ideal / busy cycles of the layer's COMPUTEs, ``run`` = ideal / cycles of
+    its whole program (loads and stores included)."""
     head = (f"{'op':>3}  {'kind':<18} {'M':>6} {'K':>5} {'N':>5} {'COMPUTEs':>8} "
-            f"{'compute':>8} {'total':>8}  {'exact':>5} {'mismatches':>10}")
+            f"{'compute':>9} {'util':>6} {'total':>9} {'run':>6}  {'exact':>5} "
+            f"{'mismatches':>10}")
     lines = [f"accelerator {config.rows}x{config.cols}, host {config.host_width} bit, "
              f"acc {config.acc_width} bit, {config.rounding} rounding", head, "-" * len(head)]
     for r in rows:
         if not r.rtl:
-            lines.append(f"{r.index:>3}  {r.kind:<18} {'on the host (golden model)':>44}")
+            lines.append(f"{r.index:>3}  {r.kind:<18} {'on the host (golden model)':>46}")
             continue
         line = (f"{r.index:>3}  {r.kind:<18} {r.m:>6} {r.k:>5} {r.n:>5} {r.computes:>8} "
-                f"{r.compute:>8} {r.total:>8}  {'yes' if r.exact else 'NO':>5} "
+                f"{r.compute:>9} {_percent(r.utilization)} {r.total:>9} "
+                f"{_percent(r.run_utilization)}  {'yes' if r.exact else 'NO':>5} "
                 f"{r.mismatches:>10}")
         lines.append(line + (f"  ({r.error})" if r.error else ""))
     return "\n".join(lines)

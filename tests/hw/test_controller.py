@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
 """Controller on the Amaranth simulator, driven through the whole accelerator (host width 32).
 
-Every program is a list of ISA v1 words; the responses are compared with what
+Every program is a list of ISA v2 words; the responses are compared with what
 ``docs/isa.md`` promises, and COMPUTE results with ``golden.requant.requantize`` of the int64
 matrix product.
 """
@@ -55,8 +55,8 @@ def load_par(bank, addr, groups):
 
 
 def compute(k, m_tiles, n_tiles, act_addr=0, wgt_addr=0, par_addr=0, out_addr=0,
-            layer=(0, -128, 127), banks=(0, 0, 0, 0)):
-    flags = sum(b << n for n, b in enumerate(banks))
+            layer=(0, -128, 127), banks=(0, 0, 0, 0), partial=False):
+    flags = sum(b << n for n, b in enumerate(banks)) | partial << 4
     z, lo, hi = (v & 0xFF for v in layer)
     return [header(Op.COMPUTE, flags), k, m_tiles, n_tiles, act_addr, wgt_addr, par_addr,
             out_addr, z | lo << 8 | hi << 16]
@@ -157,7 +157,7 @@ def test_id():
 
 
 def test_status_after_reset_and_nops():
-    assert run(TINY, [0, 0, header(Op.NOP, 0xF)] + STATUS, 4) == [0, 0, 0, 0]
+    assert run(TINY, [0, 0, header(Op.NOP, 0x1F)] + STATUS, 6) == [0] * 6
 
 
 @pytest.mark.parametrize("config", [
@@ -171,12 +171,12 @@ def test_compute_matches_golden(config):
     layer = (-3, -100, 90)
     words, n_out = gemm_program(config, x, w, bias, m0, shift, layer=layer,
                                 banks=(1, 0, 1, 1), addrs=(1, 2, 0, 3))
-    out = run(config, words + STATUS, n_out + 4, seed=2, p_idle=0.3, p_stall=0.3)
+    out = run(config, words + STATUS, n_out + 6, seed=2, p_idle=0.3, p_stall=0.3)
     y = decode_output(config, out[:n_out], x.shape[0], w.shape[1])
     np.testing.assert_array_equal(y, golden(config, x, w, bias, m0, shift, layer))
-    status, error, cycles, count = out[n_out:]
-    assert (status, error, count) == (0, 0, 0)
-    assert cycles > 2 * 2 * 3
+    status, error, cycles, count, total, computes = out[n_out:]
+    assert (status, error, count, computes) == (0, 0, 0, 1)
+    assert total == cycles > 2 * 2 * 3
 
 
 def test_unused_high_bytes_are_zero():
@@ -226,18 +226,20 @@ def test_errors_keep_the_stream_in_sync():
         + compute(2, 4, 1, act_addr=1)                      # 1 + 4*2 > 8
         + compute(1, 8, 1, out_addr=1)                      # 1 + 8*2 rows > 16 words
         + compute(1 << 31, 1 << 31, 1)                      # products overflow 32 bits
+        + compute(1, 2, 1, partial=True)                    # partial: one tile only
+        + compute(1, 1, 2, partial=True)
         + store(0, 0, 0) + store(1, 16, 1) + store(0, 0xFFFFFFFF, 2)
         + STATUS + ID + CLEAR + STATUS
     )
-    out = run(c, program, 4 + 10 + 4)
-    assert out[:4] == [0b10, Error.ILLEGAL_OPCODE, 0, 2 + 4 + 8 + 3]
-    assert out[4] == MAGIC
-    assert out[14:] == [0, 0, 0, 0]
+    out = run(c, program, 6 + 10 + 6)
+    assert out[:6] == [0b10, Error.ILLEGAL_OPCODE, 0, 2 + 4 + 10 + 3, 0, 0]
+    assert out[6] == MAGIC
+    assert out[16:] == [0] * 6
 
 
 def test_first_error_wins_and_count_goes_on():
     program = store(0, 0, 0) + [0x7F << 24] + STATUS
-    assert run(TINY, program, 4) == [0b10, Error.STORE_RANGE, 0, 2]
+    assert run(TINY, program, 6) == [0b10, Error.STORE_RANGE, 0, 2, 0, 0]
 
 
 def test_bad_load_writes_nothing():
@@ -248,7 +250,7 @@ def test_bad_load_writes_nothing():
     words, n_out = gemm_program(c, x, w, bias, m0, shift)
     junk = load_act(0, 0, [np.full(c.rows, 99)] * (c.act_depth + 1))
     program = words[:-3 - 9] + junk + words[-3 - 9:]
-    out = run(c, program + STATUS, n_out + 4)
+    out = run(c, program + STATUS, n_out + 6)
     y = decode_output(c, out[:n_out], c.rows, c.cols)
     np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
     assert out[n_out:n_out + 2] == [0b10, Error.LOAD_RANGE]
@@ -277,7 +279,7 @@ def test_reset_mid_compute_returns_to_idle():
         await send(ctx, dut.i, STATUS + words)
 
     async def consumer(ctx):
-        responses.extend(await recv(ctx, dut.o, 4 + n_out))
+        responses.extend(await recv(ctx, dut.o, 6 + n_out))
 
     sim = Simulator(top)
     sim.add_clock(1e-6)
@@ -285,8 +287,8 @@ def test_reset_mid_compute_returns_to_idle():
     sim.add_testbench(consumer)
     sim.add_testbench(watchdog(5000), background=True)
     sim.run()
-    assert [int(v) for v in responses[:4]] == [0, 0, 0, 0]
-    y = decode_output(c, [int(v) for v in responses[4:]], c.rows, c.cols)
+    assert [int(v) for v in responses[:6]] == [0] * 6
+    y = decode_output(c, [int(v) for v in responses[6:]], c.rows, c.cols)
     np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
 
 
@@ -298,7 +300,7 @@ def test_utilization_back_to_back_tiles():
     k = 32
     x, w, bias, m0, shift = gemm_case(c, rng, 2, 2, k)
     words, n_out = gemm_program(c, x, w, bias, m0, shift)
-    out = run(c, words + STATUS, n_out + 4)
+    out = run(c, words + STATUS, n_out + 6)
     y = decode_output(c, out[:n_out], x.shape[0], w.shape[1])
     np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
     cycles = out[n_out + 2]
@@ -320,11 +322,44 @@ def test_host_widths(host_width):
     words = STATUS + words + ID
     words += [0] * (-len(words) % max(1, host_width // 32))   # NOP padding
     c32 = AcceleratorConfig(**{**c.to_dict(), "host_width": 32})
-    responses = [[0, 0, 0, 0], None, Controller(c32).id_words()]
-    expected_words = run(c32, words, 4 + n_out + 10)
-    responses[1] = expected_words[4:4 + n_out]
+    responses = [[0] * 6, None, Controller(c32).id_words()]
+    expected_words = run(c32, words, 6 + n_out + 10)
+    responses[1] = expected_words[6:6 + n_out]
     expected = responses_to_beats(responses, host_width)
     beats = run(c, words_to_beats(words, host_width), len(expected), p_idle=0.2, p_stall=0.2)
     assert beats == expected
     y = decode_output(c, responses[1], c.rows, 2 * c.cols)
     np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
+
+
+def test_partial_computes_continue_one_tile():
+    """K split over partial COMPUTEs from both banks, backpressure on both streams: the
+    array keeps the partial sums (wrapping in acc_width bits), the final COMPUTE ends the
+    tile; STATUS counts every COMPUTE's cycles and CLEAR zeroes the totals."""
+    c = AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=1,
+                          out_depth=4, acc_width=16)
+    rng = np.random.default_rng(9)
+    chunks = (5, 8, 3)
+    k = sum(chunks)
+    x, w, bias, m0, shift = gemm_case(c, rng, 1, 1, k)
+    # Partial sums leave 16 bits, the final one comes back: only it must fit.
+    x[:, :15] = -128
+    w[:8], w[8:15] = -127, 127
+    bias[:] = 0
+    group = [(bias, m0, shift)]
+    program, k0 = CLEAR + load_par(0, 0, group), 0
+    for n, kc in enumerate(chunks):
+        bank = n % 2
+        program += (load_act(bank, 0, [x[:, kk] for kk in range(k0, k0 + kc)])
+                    + load_wgt(bank, 0, [w[kk] for kk in range(k0, k0 + kc)])
+                    + compute(kc, 1, 1, banks=(bank, bank, 0, 0), partial=n < 2))
+        k0 += kc
+    program += store(0, 0, c.rows) + STATUS + CLEAR + STATUS
+    n_out = c.rows * words_per_lanes(c.cols)
+    out = run(c, program, n_out + 12, p_idle=0.3, p_stall=0.3)
+    y = decode_output(c, out[:n_out], c.rows, c.cols)
+    np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
+    status, error, last, _, total, computes = out[n_out:n_out + 6]
+    assert (status, error, computes) == (0, 0, 3)
+    assert k <= total and last < total
+    assert out[n_out + 6:] == [0, 0, last, 0, 0, 0]

@@ -128,7 +128,7 @@ def test_random_gemms_with_backpressure(name, tmp_path):
         layer = random_layer(rng, config, m, k, nn)
         program = drv.compile_gemm(config, *layer, strategy=drv.STRATEGIES[n % 2])
         layers.append((layer, program))
-        runs.append(bench.Run(program.words, program.expected_response_words))
+        runs.append(bench.Run.of(program))
     assert any(len(p.plan.steps) > 2 for _, p in layers)
     results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
                             seed=int(rng.integers(1 << 30)), **BACKPRESSURE)
@@ -200,13 +200,14 @@ def test_reset_in_the_middle(name, tmp_path):
                              int(rng.integers(1, 40)), int(rng.integers(1, 3 * c)))
         program = drv.compile_gemm(config, *layer)
         fresh.append((layer, program))
-        runs += [bench.Run(words, big.expected_response_words, reset=reset),
+        runs += [bench.Run(words, big.expected_response_words, reset=reset,
+                           steps=bench.compute_steps(big)),
                  bench.Run(status_only, n_status),
-                 bench.Run(program.words, program.expected_response_words)]
+                 bench.Run.of(program)]
     results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name))
     for n, (layer, program) in enumerate(fresh):
         after_reset, result = results[3 * n + 1], results[3 * n + 2]
-        assert drv.parse_status(after_reset.resp[:4]) == drv.Status(False, False, 0, 0, 0)
+        assert drv.parse_status(after_reset.resp) == drv.Status(False, False, 0, 0, 0)
         np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))
 
 
@@ -239,7 +240,7 @@ def illegal_script(config, rng):
     error(np.array([0x09 << 24], np.uint32))
     error(np.array([0xFF << 24 | 0xABCDEF], np.uint32))
     # Reserved header bits and unused flags are ignored.
-    s.add(np.array([Op.STATUS << 24 | 0x5A5A5F], np.uint32), ("status", 4))
+    s.add(np.array([Op.STATUS << 24 | 0x5A5A5F], np.uint32), ("status", len(STATUS_WORDS)))
     junk_act = rng.integers(-128, 128, (3, r), dtype=np.int8)
     junk_wgt = rng.integers(-128, 128, (3, c), dtype=np.int8)
     junk_par = [np.full((2, c), v) for v in (7, 1 << 30, -3)]
@@ -289,7 +290,7 @@ def test_illegal_commands(name, tmp_path):
     layer = random_layer(rng, config, 2 * config.rows + 1, 9, 3 * config.cols - 1)
     after = drv.compile_gemm(config, *layer)
     results = bench.run_rtl(config, [bench.Run(script.words, script.expect),
-                                     bench.Run(after.words, after.expected_response_words)],
+                                     bench.Run.of(after)],
                             workdir=tmp_path, build_dir=build_dir(name), **BACKPRESSURE)
     want = IsaModel(config).run(script.words)
     check_responses(config, results[0].resp, want, script.sizes, script.kinds)
@@ -322,7 +323,7 @@ def random_isa_script(config, rng, commands):
     def add(words, *responses):
         words = np.array(words, dtype=np.uint32)
         op = int(words[0]) >> 24
-        used = {Op.COMPUTE: 0xF, Op.LOAD_ACT: 1, Op.LOAD_WGT: 1, Op.LOAD_PAR: 1,
+        used = {Op.COMPUTE: 0x1F, Op.LOAD_ACT: 1, Op.LOAD_WGT: 1, Op.LOAD_PAR: 1,
                 Op.STORE: 1}.get(op, 0)
         words[0] |= int(rng.integers(0, 1 << 24)) & ~used & 0xFFFFFF
         s.add(words, *responses)
@@ -494,7 +495,7 @@ def test_slow_configs(name, tmp_path):
         layer = random_layer(rng, config, m, min(k, k_max), n)
         program = drv.compile_gemm(config, *layer)
         layers.append((layer, program))
-        runs.append(bench.Run(program.words, program.expected_response_words))
+        runs.append(bench.Run.of(program))
     script = illegal_script(config, rng)
     runs.append(bench.Run(script.words, script.expect))
     results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
@@ -526,7 +527,6 @@ def test_bench_measures_a_resident_gemm(tmp_path):
     (["gemm", "--pe", "0x4"], "--pe rows must be in 1..64"),
     (["gemm", "--m", "-3"], "must be a positive integer"),
     (["layers", "--host-width", "24"], "invalid choice"),
-    (["gemm", "--pe", "4x4", "--k", "5000"], "K=5000 does not fit one bank"),
     (["gemm", "--acc-width", "16", "--k", "3"], "16-bit"),
 ])
 def test_bench_refuses_bad_arguments(argv, message, capsys):
@@ -535,3 +535,65 @@ def test_bench_refuses_bad_arguments(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_split_k_with_backpressure(name, tmp_path):
+    """K beyond a bank (two, three and more chunks): partial COMPUTEs keep the sums in the
+    array; exact, and STATUS counts every COMPUTE of the program."""
+    config = CONFIGS[name]
+    rng = np.random.default_rng([13, len(name)])
+    r, c = config.rows, config.cols
+    depth = min(config.act_depth, config.wgt_depth)
+    k_fits = (2 ** (config.acc_width - 1) - 1 - 2 ** 20) // (127 * 128)
+    shapes = [(2 * r + 1, 2 * depth - 3, 2 * c - 1), (r, 3 * depth + 1, c + 1),
+              (1, 5 * depth, 1)]
+    layers, runs = [], []
+    for m, k, n in shapes:
+        layer = random_layer(rng, config, m, min(k, k_fits), n)
+        program = drv.compile_gemm(config, *layer, strategy=drv.STRATEGIES[len(runs) % 2])
+        layers.append((layer, program))
+        runs.append(bench.Run.of(program))
+    assert any(p.plan.k_chunks >= 3 for _, p in layers)
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
+                            seed=int(rng.integers(1 << 30)), **BACKPRESSURE)
+    for (layer, program), result in zip(layers, results, strict=True):
+        plan = program.plan
+        np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer),
+                                      err_msg=f"{name} M, K, N = {plan.m}, {plan.k}, {plan.n}")
+        busy, computes = program.usage(result.resp)
+        assert computes == len(plan.steps) and busy >= plan.ideal_cycles
+
+
+def command_like_layer(rng, config, m, k, n):
+    """Operands whose data words read as COMPUTE headers (top byte 0x05), followed by words
+    that would announce huge K, m_tiles and n_tiles: lane 3 (mod 4) of activations and
+    weights is 5, lane 2 is -2 (0x05fe....), biases are 0x0545...., M0s 0x05fe....."""
+    x, w, bias, m0, shift, z_out, act_min, act_max = random_layer(rng, config, m, k, n)
+    x[3::4], x[2::4] = 5, -2
+    w[:, 3::4], w[:, 2::4] = 5, -2
+    bias = 0x05450000 + rng.integers(0, 1 << 16, n)
+    m0 = 0x05FE0000 + rng.integers(0, 1 << 16, n)
+    return x, w, bias, m0, shift, z_out, act_min, act_max
+
+
+def test_data_that_looks_like_commands(tmp_path):
+    """Data words that decode as COMPUTE headers must not change the run: the time budget
+    comes from the commands the driver emitted."""
+    name = "4x4"
+    config = CONFIGS[name]
+    rng = np.random.default_rng(19)
+    layers, runs = [], []
+    for m, k, n in ((9, 11, 10), (5, 2 * config.act_depth + 7, 6)):
+        layer = command_like_layer(rng, config, m, k, n)
+        program = drv.compile_gemm(config, *layer)
+        words = program.words
+        assert np.count_nonzero(words >> 24 == Op.COMPUTE) > len(program.plan.steps)
+        layers.append((layer, program))
+        runs.append(bench.Run.of(program))
+        assert bench.default_timeout(config, words, program.expected_response_words,
+                                     runs[-1].steps) < 100 * len(words) + 10 ** 5
+    results = bench.run_rtl(config, runs, workdir=tmp_path, build_dir=build_dir(name),
+                            **BACKPRESSURE)
+    for (layer, program), result in zip(layers, results, strict=True):
+        np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))

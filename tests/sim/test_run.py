@@ -107,7 +107,7 @@ def test_cli_garbage_model(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--act-depth", "16"], "op 0 CONV_2D: K=27 does not fit one bank"),
+    (["--out-depth", "3"], "op 0 CONV_2D: out_depth=3 cannot hold one tile of R=4 rows"),
     (["--pe", "4by4"], "--pe must look like RxC"),
 ])
 def test_cli_refused(model, capsys, extra, message):

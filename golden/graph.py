@@ -368,6 +368,9 @@ class Network:
                     (batch is not None and v.shape[0] != batch):
                 raise ValueError(f"input {i} must have shape (N, {', '.join(map(str, shape))})"
                                  f" with one N for all inputs, not {v.shape}")
+            if v.shape[0] == 0:
+                raise ValueError(f"input {i} holds no samples (shape {v.shape}); the batch "
+                                 f"needs N >= 1")
             batch = v.shape[0]
             feeds[i] = v if kind == "int8" else v.astype(np.float64)
         return feeds

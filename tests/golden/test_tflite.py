@@ -199,6 +199,29 @@ def test_large_multipliers_and_biases_at_int32_limits_match_litert():
         net.run(batch)
 
 
+@pytest.mark.parametrize("case", [
+    # (layer, input HWC, per_channel, input zero point, log2 multiplier range)
+    ("conv3x3", (5, 5, 16), True, -128, (-4, 8)),
+    ("conv3x3", (5, 5, 16), False, 127, (0, 4)),
+    ("depthwise", (6, 6, 8), True, 5, (-2, 8)),
+    ("depthwise", (6, 6, 8), False, -128, (-8, 2)),
+], ids=lambda c: f"{c[0]}-{'channel' if c[2] else 'tensor'}-z{c[3]}")
+def test_layers_at_int32_limits_match_litert(case):
+    """Unseen random layers (SAME padding, so padded windows too) whose biases put every
+    channel's range at an int32 end, with multipliers up to 2**8."""
+    kind, shape, per_channel, zp, log2_mult = case
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
+    b = Builder(rng)
+    x = b.input(shape, zp=zp)
+    if kind == "conv3x3":
+        y = b.conv2d(x, 8, 3, 1, "SAME", 1, "NONE", per_channel, log2_mult=log2_mult)
+    else:
+        y = b.depthwise(x, 2, 3, 1, "SAME", 1, "NONE", per_channel, log2_mult=log2_mult)
+    net = b.build([y])
+    _push_biases_to_limits(net, net.ops[0])
+    assert_all_tensors_equal(net, random_batch(rng, shape, 32))
+
+
 def test_per_tensor_chain_with_biases_near_int32_limits_matches_litert():
     """conv 3x3 -> conv 1x1 -> depthwise 3x3, per-tensor weights, nonzero zero points, every
     bias at the int32 limit of its channel's range."""

@@ -161,9 +161,16 @@ def _plan(net, feeds, args):
 
 def _check_outputs(net, args, total):
     os.makedirs(args.out_dir, exist_ok=True)
+    names = [INDEX] + [f"{i}.npy" for i in range(len(net.tensors))]
+    existing = [n for n in names if os.path.lexists(os.path.join(args.out_dir, n))]
+    for name in existing:
+        for path in args.input:
+            # The input is read chunk by chunk while the outputs are written.
+            if os.path.samefile(path, os.path.join(args.out_dir, name)):
+                raise ValueError(f"input {path} is also an output file of this run "
+                                 f"({os.path.join(args.out_dir, name)}); choose another "
+                                 f"--out-dir")
     if not args.force:
-        names = [INDEX] + [f"{i}.npy" for i in range(len(net.tensors))]
-        existing = [n for n in names if os.path.lexists(os.path.join(args.out_dir, n))]
         if existing:
             raise ValueError(f"{os.path.join(args.out_dir, existing[0])} exists "
                              f"({len(existing)} output file(s) in {args.out_dir}); pass "

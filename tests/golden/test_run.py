@@ -107,6 +107,14 @@ def test_existing_outputs_need_force(model, tmp_path):
     assert np.load(tmp_path / "out" / "3.npy").shape[0] == 2
 
 
+def test_input_is_never_an_output(model, tmp_path):
+    path, _ = model
+    np.save(tmp_path / "0.npy", np.zeros((2, 8, 8, 2), np.int8))
+    result = run_cli(path, "--input", tmp_path / "0.npy", "--out-dir", tmp_path, "--force")
+    assert_one_line_error(result, "is also an output file of this run")
+    assert np.load(tmp_path / "0.npy").shape == (2, 8, 8, 2)
+
+
 def test_overflowing_layer_is_refused_by_name(model, tmp_path):
     """A bias whose channel range leaves int32: one line naming op, tensor and channel;
     nothing written."""
@@ -239,7 +247,7 @@ def test_limits_are_checked_before_allocating(model, tmp_path):
         run._plan(net, huge, argparse.Namespace(chunk=10**12, memory=2**26))
     with pytest.raises(ValueError, match=r"one sample needs about .* more than --memory"):
         run._plan(net, huge, argparse.Namespace(chunk=None, memory=per_sample - 1))
-    args = argparse.Namespace(out_dir=str(tmp_path / "o"), force=False)
+    args = argparse.Namespace(out_dir=str(tmp_path / "o"), force=False, input=[])
     with pytest.raises(ValueError, match=r"the tensors take .* free"):
         run._check_outputs(net, args, total)
 

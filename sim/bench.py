@@ -3,6 +3,7 @@
 ::
 
     python -m sim.bench gemm --pe 16x16 --m 256 --k 256 --n 256 [--seed S]
+    python -m sim.bench conv --pe 16x16 --size 4 --cin 512 --cout 32 --kernel 3
     python -m sim.bench layers --pe 16x16
 
 ``gemm`` loads both operands so they are resident (one COMPUTE when they fit the banks),
@@ -10,8 +11,11 @@ runs the COMPUTE, and reads its cycle counter through STATUS; the testbench also
 whole run and every handshake. It prints measured compute cycles, the ideal
 ``ceil(M/R) * ceil(N/C) * K``, utilization = ideal / measured, the run's total cycles
 including I/O, where the other cycles went, and the simulation speed; the result is checked
-against the golden model (exit status 1 on a mismatch). ``layers`` does the same for the
-GEMMs of the digits CNN (``golden.nets.zoo``) and prints one table.
+against the golden model (exit status 1 on a mismatch). ``conv`` does the same for one
+random convolution (SAME padding; K = kernel^2 * cin beyond a bank is split into partial
+COMPUTEs). ``layers`` does it for the GEMMs of the digits CNN (``golden.nets.zoo``) and
+prints one table. Utilization is reported twice: ideal / busy cycles of the layer's
+COMPUTEs (STATUS), and ideal / cycles of the whole run, loads and stores included.
 
 The library part (:func:`build`, :func:`run_rtl`) is what the RTL tests use too.
 """
@@ -26,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.cli import ArgumentParser, positive_int
+from golden.cli import (
+    ArgumentParser,
+    available_memory,
+    format_bytes,
+    nonnegative_int,
+    positive_int,
+)
 from hw.config import AcceleratorConfig, pe_argument
 
 __all__ = ["Run", "RunResult", "Measurement", "build", "run_rtl", "measure", "timeline", "main"]
@@ -286,20 +296,44 @@ def random_gemm(config, m, k, n, rng, strategy="fewest"):
     return program, requantize(acc, bias, m0, shift, z_out, rounding=config.rounding)
 
 
+def random_conv(config, rng, name, hw, cin, cout, kernel, *, batch=1, out_scale=0.05,
+                strategy="fewest"):
+    """A random SAME convolution ``batch`` x hw x hw x cin -> cout, compiled, and its golden
+    result: (name, program, want)."""
+    from golden.ops import conv2d
+    from hw import driver as drv
+
+    x = rng.integers(-128, 128, (batch, hw, hw, cin), dtype=np.int8)
+    w = rng.integers(-127, 128, (cout, kernel, kernel, cin), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, cout).astype(np.int32)
+    m0, shift = drv.layer_multipliers(config, 0.02, rng.uniform(0.002, 0.02, cout), out_scale)
+    kw = dict(z_in=-5, z_out=-128, padding="SAME", act_min=-128, act_max=127)
+    program = drv.compile_conv2d(config, x, w, bias, m0, shift, strategy=strategy, **kw)
+    return name, program, conv2d(x, w, bias, m0, shift, rounding=config.rounding, **kw)
+
+
+def check_size(m, k, n):
+    """Refuse a GEMM whose operands, program and golden result could not fit in memory or
+    whose simulation could not end: ValueError with one line, before any allocation."""
+    need = 3 * m * k + 3 * k * n + 16 * m * n     # int8 operands, their words, int64 acc
+    room = available_memory()
+    limit = min(room // 2, 16 * 10 ** 9) if room else 4 * 10 ** 9
+    if need > limit:
+        raise ValueError(f"GEMM M={m} K={k} N={n} needs about {format_bytes(need)} of "
+                         f"memory; at most {format_bytes(limit)} are available to it")
+    if m * k * n > 1 << 40:
+        raise ValueError(f"GEMM M={m} K={k} N={n} takes {m * k * n} MACs; the simulation "
+                         f"would not end (at most 2^40)")
+
+
 def cnn_layers(config, rng):
     """GEMMs of the digits CNN (``golden.nets.zoo.cnn``) and of the shapes a bigger digits
     CNN has, as conv2d / fully-connected programs with golden results."""
-    from golden.ops import conv2d, fully_connected
+    from golden.ops import fully_connected
     from hw import driver as drv
 
     def conv(name, hw, cin, cout, kernel):
-        x = rng.integers(-128, 128, (1, hw, hw, cin), dtype=np.int8)
-        w = rng.integers(-127, 128, (cout, kernel, kernel, cin), dtype=np.int8)
-        bias = rng.integers(-5000, 5000, cout).astype(np.int32)
-        m0, shift = drv.layer_multipliers(config, 0.02, rng.uniform(0.002, 0.02, cout), 0.05)
-        kw = dict(z_in=-5, z_out=-128, padding="SAME", act_min=-128, act_max=127)
-        program = drv.compile_conv2d(config, x, w, bias, m0, shift, strategy="fewest", **kw)
-        return name, program, conv2d(x, w, bias, m0, shift, rounding=config.rounding, **kw)
+        return random_conv(config, rng, name, hw, cin, cout, kernel)
 
     def fc(name, k, n):
         x = rng.integers(-128, 128, (1, k), dtype=np.int8)
@@ -370,7 +404,8 @@ def _parser():
                         help="host stream bits per beat (default 32)")
     common.add_argument("--acc-width", type=int, default=32, help="accumulator bits")
     common.add_argument("--rounding", choices=("double", "single"), default="double")
-    common.add_argument("--seed", type=int, default=0, help="random operands' seed")
+    common.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="random operands' seed (default 0)")
     g = sub.add_parser("gemm", parents=[common], help="one random GEMM, operands resident",
                        description="Random full-range GEMM Y = requantize(X[M,K] @ W[K,N]).")
     for dim in ("m", "k", "n"):
@@ -379,6 +414,18 @@ def _parser():
                    help="fewest: operands resident, as few COMPUTEs as fit (default); "
                         "overlap: the driver's default chunking, loads and stores hidden "
                         "behind double-buffered COMPUTEs")
+    cv = sub.add_parser("conv", parents=[common], help="one random convolution",
+                        description="Random full-range SAME convolution of a batch of "
+                                    "size x size x cin images to cout channels; K = "
+                                    "kernel^2 * cin beyond a bank is split.")
+    cv.add_argument("--size", type=positive_int, default=4, help="image height = width "
+                    "(default 4)")
+    cv.add_argument("--cin", type=positive_int, default=512, help="input channels "
+                    "(default 512)")
+    cv.add_argument("--cout", type=positive_int, default=32, help="output channels "
+                    "(default 32)")
+    cv.add_argument("--kernel", type=positive_int, default=3, help="kernel size (default 3)")
+    cv.add_argument("--batch", type=positive_int, default=1, help="images (default 1)")
     sub.add_parser("layers", parents=[common], help="the GEMMs of the digits CNN",
                    description="conv / FC layers of the digits CNN, one after the other.")
     return p
@@ -394,21 +441,35 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     try:
         if args.what == "gemm":
+            check_size(args.m, args.k, args.n)
             program, want = random_gemm(config, args.m, args.k, args.n, rng, args.strategy)
             layers = [(f"gemm {args.m}x{args.k}x{args.n}", program, want)]
+        elif args.what == "conv":
+            k = args.kernel ** 2 * args.cin
+            check_size(args.batch * args.size ** 2, k, args.cout)
+            name = (f"conv{args.kernel}x{args.kernel} {args.cin}->{args.cout} "
+                    f"{args.size}x{args.size}")
+            layers = [random_conv(config, rng, name, args.size, args.cin, args.cout,
+                                  args.kernel, batch=args.batch,
+                                  out_scale=0.03 * np.sqrt(k))]
         else:
             layers = cnn_layers(config, rng)
-    except ValueError as exc:     # K too large for the banks, accumulator overflow
+    except ValueError as exc:     # too big, accumulator overflow, output bank too small
         _parser().error(str(exc))
+    print(f"{_parser().prog}: building the {config.rows}x{config.cols} accelerator "
+          f"(Verilator)", file=sys.stderr, flush=True)
     started = time.perf_counter()
     build_dir = build(config)
     built = time.perf_counter() - started
+    print(f"{_parser().prog}: simulating {len(layers)} layer(s), "
+          f"{sum(p.plan.ideal_cycles for _, p, _ in layers)} ideal array cycles",
+          file=sys.stderr, flush=True)
     rows = measure(config, layers, build_dir=build_dir)
     print(format_table(config, rows))
     print()
     for r in rows:
         print(format_phases(r))
-    print(f"\nelaboration + Verilator build {built:.1f} s (the build is cached), simulation "
+    print(f"\nelaboration + Verilator build {built:.1f} s, simulation "
           f"{sum(r.total for r in rows)} cycles")
     if not all(r.exact for r in rows):
         print("MISMATCH against the golden model", file=sys.stderr)

@@ -3,20 +3,28 @@
 ::
 
     python -m sim.run MODEL.tflite --input X.npy [--pe RxC] [--host-width W]
-                      [--rounding double|single] [--limit N]
+                      [--rounding double|single] [--limit N] [--batch B] [--chain]
 
-The golden model (``golden.graph.Network.run``) runs the whole model first. Then every
-CONV_2D and FULLY_CONNECTED layer -- the layers the MAC array executes -- is lowered by
-``hw.driver`` (im2col + GEMM + requantize, input zero point folded into the bias,
-per-channel M0/shift from ``golden.ops.output_multipliers``) and run on the accelerator
-RTL under Verilator, fed the golden model's own input tensor of that layer, so a mismatch
-points at one layer. Its output is compared with the golden tensor bit for bit. Every other
-operator (DEPTHWISE_CONV_2D, ADD, AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE) is not run on the
-RTL: it runs on the golden model, as the host would run it.
+The golden model (``golden.graph.Network.run``) runs the model first. Every CONV_2D and
+FULLY_CONNECTED layer -- the layers the MAC array executes -- is lowered by ``hw.driver``
+(im2col + GEMM + requantize, input zero point folded into the bias, per-channel M0/shift
+from ``golden.ops.output_multipliers``, K beyond a bank split into partial COMPUTEs) and
+run on the accelerator RTL under Verilator. Every other operator (DEPTHWISE_CONV_2D, ADD,
+AVERAGE_POOL_2D, MAX_POOL_2D, RESHAPE) runs on the host, as the golden model runs it.
 
-Exit status: 0 when every RTL layer matches, 1 on any mismatch (or a failed simulation),
-2 on bad input (missing or unsupported model, wrong input, a layer the driver refuses,
-a bad option), with one line on stderr.
+Per layer (default): every RTL layer is fed the golden model's own input tensor of that
+layer, so a mismatch points at one layer; its output is compared with the golden tensor
+bit for bit. Chained (``--chain``): the model runs as deployed, every op consuming the
+outputs the ops before it actually produced (RTL or host), and every op's output is
+compared with the golden tensor.
+
+Samples go through in chunks of ``--batch`` (the input file is memory-mapped, so only one
+chunk is in memory); sizes are checked before anything is allocated.
+
+Exit status: 0 when everything compared matches, 1 on any mismatch (or a failed
+simulation: the message names the folder that keeps its log), 2 on bad input (missing or
+unsupported model, wrong input, a layer the driver refuses, a batch too big for memory, a
+bad option), with one line on stderr.
 """
 
 import argparse
@@ -32,8 +40,8 @@ from golden.requant import activation_range
 from hw import driver as drv
 from hw.config import HOST_WIDTHS, AcceleratorConfig, pe_argument
 
-__all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_layers", "run_model",
-           "format_table", "main"]
+__all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_layers", "run_chain",
+           "merge_rows", "run_model", "format_table", "main"]
 
 RTL_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
@@ -110,7 +118,37 @@ def _layer_program(net, k, op, values, config, strategy):
                               dilation=opt.get("dilation", (1, 1)), **common)
 
 
-def compile_layers(net, x, config, *, limit=1, strategy="overlap"):
+def _check_input(net, x):
+    """The batch ``x`` against the network's one input: ValueError with one line."""
+    net.validate()
+    if len(net.inputs) != 1:
+        raise ValueError(f"the model has {len(net.inputs)} inputs; sim.run supports one")
+    shape = tuple(net.tensors[net.inputs[0]].shape)
+    if x.dtype != np.int8 or x.ndim != len(shape) + 1 or x.shape[1:] != shape or not len(x):
+        raise ValueError(f"input is {x.dtype} of shape {x.shape}; the model needs int8 of "
+                         f"shape (N, {', '.join(map(str, shape))}) with N >= 1")
+    if not any(op.kind in RTL_OPS for op in net.ops):
+        raise ValueError("the model has no CONV_2D or FULLY_CONNECTED layer to run on the RTL")
+
+
+def _check_sizes(net, batch):
+    """Refuse, before any allocation, a batch whose layers could not fit in memory."""
+    from sim.bench import check_size
+
+    for k, op in enumerate(net.ops):
+        if op.kind not in RTL_OPS:
+            continue
+        w = net.tensors[op.inputs[1]].shape
+        y = net.tensors[op.outputs[0]].shape
+        rows = batch * int(np.prod(y[:-1], dtype=np.int64))
+        try:
+            check_size(rows, int(np.prod(w[1:], dtype=np.int64)), int(w[0]))
+        except ValueError as e:
+            raise ValueError(f"op {k} {op.kind} on {batch} sample(s): {e}; lower --batch") \
+                from None
+
+
+def compile_layers(net, x, config, *, limit=1, strategy="overlap", values=None):
     """Golden run of the first ``limit`` samples of ``x``, and a program per RTL layer.
 
     Parameters
@@ -124,6 +162,8 @@ def compile_layers(net, x, config, *, limit=1, strategy="overlap"):
         the output pixels of every sample).
     strategy : {"overlap", "fewest"}
         The driver's chunking (``hw.driver.plan_gemm``).
+    values : dict, optional
+        The golden run of those samples (``Network.run``), if already done.
 
     Returns
     -------
@@ -133,32 +173,44 @@ def compile_layers(net, x, config, *, limit=1, strategy="overlap"):
     Raises
     ------
     ValueError
-        On a bad network or input, or if the driver refuses a layer (e.g. K does not fit a
-        bank, or the accumulator could overflow); the message names the op.
+        On a bad network or input, or if the driver refuses a layer (e.g. the accumulator
+        could overflow, or the output bank cannot hold a tile); the message names the op.
     """
-    net.validate()
-    if len(net.inputs) != 1:
-        raise ValueError(f"the model has {len(net.inputs)} inputs; sim.run supports one")
-    shape = tuple(net.tensors[net.inputs[0]].shape)
     x = np.asarray(x)
-    if x.dtype != np.int8 or x.ndim != len(shape) + 1 or x.shape[1:] != shape or not len(x):
-        raise ValueError(f"input is {x.dtype} of shape {x.shape}; the model needs int8 of "
-                         f"shape (N, {', '.join(map(str, shape))}) with N >= 1")
+    _check_input(net, x)
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
         raise ValueError(f"limit must be a positive integer, not {limit!r}")
-    values = net.run(x[:limit], rounding=config.rounding)
+    if values is None:
+        values = net.run(x[:limit], rounding=config.rounding)
     layers = []
     for k, op in enumerate(net.ops):
-        if op.kind not in RTL_OPS:
-            continue
-        try:
-            program = _layer_program(net, k, op, values, config, strategy)
-        except (ValueError, OverflowError) as e:
-            raise ValueError(f"op {k} {op.kind}: {e}") from None
-        layers.append(Layer(k, op.kind, program, values[op.outputs[0]]))
-    if not layers:
-        raise ValueError("the model has no CONV_2D or FULLY_CONNECTED layer to run on the RTL")
+        if op.kind in RTL_OPS:
+            layers.append(Layer(k, op.kind, _compile(net, k, op, values, config, strategy),
+                                values[op.outputs[0]]))
     return layers
+
+
+def _compile(net, k, op, values, config, strategy):
+    try:
+        return _layer_program(net, k, op, values, config, strategy)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"op {k} {op.kind}: {e}") from None
+
+
+def _rtl_row(index, kind, program, result, want):
+    """The LayerResult of one RTL program and its decoded output (None on an error)."""
+    p = program
+    row = LayerResult(index, kind, True, p.plan.m, p.plan.k, p.plan.n, len(p.plan.steps),
+                      total=result.cycles, ideal=p.plan.ideal_cycles, k_chunks=p.plan.k_chunks)
+    try:
+        row.compute, row.computes = p.usage(result.resp)
+        got = p.decode(result.resp).reshape(want.shape)
+    except drv.AcceleratorError as e:
+        row.error = str(e)
+        row.mismatches = int(want.size)
+        return row, None
+    row.mismatches = int(np.count_nonzero(got != want))
+    return row, got
 
 
 def run_layers(net, layers, config, *, build_dir=None):
@@ -176,42 +228,130 @@ def run_layers(net, layers, config, *, build_dir=None):
     """
     from sim import bench
 
-    runs = [bench.Run.of(layer.program) for layer in layers]
-    results = bench.run_rtl(config, runs, build_dir=build_dir)
-    by_index = {}
-    for layer, result in zip(layers, results, strict=True):
-        p = layer.program
-        row = LayerResult(layer.index, layer.kind, True, p.plan.m, p.plan.k, p.plan.n,
-                          len(p.plan.steps), total=result.cycles, ideal=p.plan.ideal_cycles,
-                          k_chunks=p.plan.k_chunks)
-        try:
-            row.compute, row.computes = p.usage(result.resp)
-            got = p.decode(result.resp).reshape(layer.want.shape)
-            row.mismatches = int(np.count_nonzero(got != layer.want))
-        except drv.AcceleratorError as e:
-            row.error = str(e)
-            row.mismatches = int(layer.want.size)
-        by_index[layer.index] = row
+    results = bench.run_rtl(config, [bench.Run.of(layer.program) for layer in layers],
+                            build_dir=build_dir)
+    by_index = {layer.index: _rtl_row(layer.index, layer.kind, layer.program, result,
+                                      layer.want)[0]
+                for layer, result in zip(layers, results, strict=True)}
     return [by_index.get(k, LayerResult(k, op.kind, False)) for k, op in enumerate(net.ops)]
 
 
-def run_model(net, x, config, *, limit=1, strategy="overlap", build_dir=None):
-    """:func:`compile_layers` then :func:`run_layers`: the first ``limit`` samples of
-    ``x`` through ``net``, CONV_2D and FULLY_CONNECTED on the RTL; one LayerResult per op.
-    ``build_dir``: a Verilator build of ``config`` (default ``sim.bench.build(config)``,
-    cached)."""
-    layers = compile_layers(net, x, config, limit=limit, strategy=strategy)
-    return run_layers(net, layers, config, build_dir=build_dir)
+def run_chain(net, x, config, *, strategy="overlap", build_dir=None, progress=None):
+    """The model as deployed: every op consumes the outputs the ops before it actually
+    produced (CONV_2D and FULLY_CONNECTED on the RTL, the others on the host), and every
+    op's output is compared with the golden model's tensor.
+
+    Each RTL layer is one simulation (its input exists only after the layer before it
+    ran). If a layer's run reports an error, the ops after it are not run (``error`` says
+    so). ``progress(text)`` is called before each simulation.
+
+    Returns
+    -------
+    list of LayerResult
+        One per operator, host operators (``rtl`` False) with their mismatches too.
+
+    Raises
+    ------
+    ValueError
+        As :func:`compile_layers`.
+    sim.harness.SimulationFailed
+        If a simulation failed.
+    """
+    from sim import bench
+
+    x = np.asarray(x)
+    _check_input(net, x)
+    golden = net.run(x, rounding=config.rounding)
+    actual = {net.inputs[0]: x}
+    rows, broken = [], None
+    for k, op in enumerate(net.ops):
+        out = op.outputs[0]
+        if broken is not None:
+            rows.append(LayerResult(k, op.kind, op.kind in RTL_OPS,
+                                    mismatches=int(golden[out].size),
+                                    error=f"not run: op {broken} failed"))
+            continue
+        if op.kind in RTL_OPS:
+            program = _compile(net, k, op, actual, config, strategy)
+            if progress is not None:
+                progress(f"simulating op {k} {op.kind} (M={program.plan.m} K={program.plan.k} "
+                         f"N={program.plan.n})")
+            [result] = bench.run_rtl(config, [bench.Run.of(program)], build_dir=build_dir)
+            row, got = _rtl_row(k, op.kind, program, result, golden[out])
+            if got is None:
+                broken = k
+            else:
+                actual[out] = got
+        else:
+            # The host runs the op as the golden model does, on the actual tensors.
+            actual[out] = net._run_int(op, actual, config.rounding)
+            row = LayerResult(k, op.kind, False,
+                              mismatches=int(np.count_nonzero(actual[out] != golden[out])))
+        rows.append(row)
+    return rows
+
+
+def merge_rows(total, rows):
+    """Add the rows of one more chunk of samples to ``total`` (None: the first chunk)."""
+    if total is None:
+        return rows
+    for a, b in zip(total, rows, strict=True):
+        a.m += b.m
+        a.computes += b.computes
+        a.compute += b.compute
+        a.total += b.total
+        a.ideal += b.ideal
+        a.mismatches += b.mismatches
+        a.error = a.error or b.error
+    return total
+
+
+def run_model(net, x, config, *, limit=1, batch=None, chain=False, strategy="overlap",
+              build_dir=None, progress=None):
+    """The first ``limit`` samples of ``x`` through ``net``, CONV_2D and FULLY_CONNECTED on
+    the RTL, in chunks of ``batch`` samples (default: all at once), per layer on the golden
+    inputs (:func:`compile_layers`, :func:`run_layers`) or chained (:func:`run_chain`).
+
+    Only one chunk is in memory at a time (``x`` may be memory-mapped); the rows add up
+    the chunks (M, cycles, COMPUTEs, mismatches). ``build_dir``: a Verilator build of
+    ``config`` (default ``sim.bench.build(config)``, cached). ``progress(text)`` is called
+    before each simulation.
+    """
+    x = np.asarray(x)
+    _check_input(net, x)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, not {limit!r}")
+    samples = min(int(limit), len(x))
+    batch = samples if batch is None else min(int(batch), samples)
+    if batch < 1:
+        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    _check_sizes(net, batch)
+    total = None
+    for start in range(0, samples, batch):
+        chunk = np.array(x[start:min(start + batch, samples)])
+        where = f"samples {start + 1}-{start + len(chunk)} of {samples}"
+        if chain:
+            rows = run_chain(net, chunk, config, strategy=strategy, build_dir=build_dir,
+                             progress=progress and (lambda text, w=where: progress(
+                                 f"{w}: {text}")))
+        else:
+            layers = compile_layers(net, chunk, config, limit=len(chunk), strategy=strategy)
+            if progress is not None:
+                progress(f"{where}: simulating {len(layers)} RTL layers")
+            rows = run_layers(net, layers, config, build_dir=build_dir)
+        total = merge_rows(total, rows)
+    return total
 
 
 def _percent(v):
     return f"{100 * v:5.1f}%" if v is not None else "   n/a"
 
 
-def format_table(config, rows):
+def format_table(config, rows, *, chain=False):
     """The result table: one line per operator, RTL layers with cycles and exactness.
     ``util`` = ideal / busy cycles of the layer's COMPUTEs, ``run`` = ideal / cycles of
-    its whole program (loads and stores included)."""
+    its whole program (loads and stores included); ``chain``: host operators have
+    mismatches too."""
     head = (f"{'op':>3}  {'kind':<18} {'M':>6} {'K':>5} {'N':>5} {'COMPUTEs':>8} "
             f"{'compute':>9} {'util':>6} {'total':>9} {'run':>6}  {'exact':>5} "
             f"{'mismatches':>10}")
@@ -219,7 +359,11 @@ def format_table(config, rows):
              f"acc {config.acc_width} bit, {config.rounding} rounding", head, "-" * len(head)]
     for r in rows:
         if not r.rtl:
-            lines.append(f"{r.index:>3}  {r.kind:<18} {'on the host (golden model)':>46}")
+            line = f"{r.index:>3}  {r.kind:<18} {'on the host':>46}"
+            if chain:
+                line += f"  {'yes' if not r.mismatches and not r.error else 'NO':>5} " \
+                        f"{r.mismatches:>10}"
+            lines.append(line + (f"  ({r.error})" if r.error else ""))
             continue
         line = (f"{r.index:>3}  {r.kind:<18} {r.m:>6} {r.k:>5} {r.n:>5} {r.computes:>8} "
                 f"{r.compute:>9} {_percent(r.utilization)} {r.total:>9} "
@@ -243,6 +387,11 @@ def _parser():
                    help="int8 batch of shape (N, *input shape without batch)")
     p.add_argument("--limit", type=positive_int, default=1, metavar="N",
                    help="run the first N samples of X (default 1)")
+    p.add_argument("--batch", type=positive_int, default=16, metavar="B",
+                   help="samples per program and simulation (default 16): bounds memory")
+    p.add_argument("--chain", action="store_true",
+                   help="run the model as deployed: every layer consumes the outputs the "
+                        "layers before it actually produced; compare every tensor")
     p.add_argument("--pe", type=pe_argument, default=(defaults.rows, defaults.cols), metavar="RxC",
                    help="PE array, e.g. 16x16 (default)")
     p.add_argument("--host-width", type=int, default=defaults.host_width, choices=HOST_WIDTHS,
@@ -283,29 +432,44 @@ def main(argv=None):
         except OSError as e:
             raise ValueError(f"cannot read model {args.model}: {e.strerror or e}") from None
         try:
-            x = np.load(args.input, allow_pickle=False)
+            # Memory-mapped: only the chunk being run is read.
+            x = np.load(args.input, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise ValueError(f"cannot read input {args.input}: {_one_line(e)}") from None
-        layers = compile_layers(net, x, config, limit=args.limit, strategy=args.strategy)
+        samples = min(args.limit, len(x)) if x.ndim else 0
+        # Everything the driver could refuse, refused before the build: the first sample.
+        _check_input(net, x)
+        _check_sizes(net, min(args.batch, samples))
+        compile_layers(net, np.array(x[:1]), config, strategy=args.strategy)
+
+        def progress(text):
+            print(f"{parser.prog}: {text}", file=sys.stderr, flush=True)
+
+        progress(f"building the {config.rows}x{config.cols} accelerator (Verilator)")
         started = time.perf_counter()
         build_dir = bench.build(config)
         built = time.perf_counter() - started
-        rows = run_layers(net, layers, config, build_dir=build_dir)
+        rows = run_model(net, x, config, limit=args.limit, batch=args.batch, chain=args.chain,
+                         strategy=args.strategy, build_dir=build_dir, progress=progress)
     except (ValueError, OverflowError) as e:
         parser.error(_one_line(e))
     except SimulationFailed as e:
-        print(f"{parser.prog}: simulation failed: {str(e).splitlines()[0]}", file=sys.stderr)
+        print(f"{parser.prog}: simulation failed: {_one_line(str(e).splitlines()[0])}",
+              file=sys.stderr)
         return 1
     simulated = time.perf_counter() - started - built
-    samples = min(args.limit, len(x))
+    mode = ("chained: every op consumes the outputs actually produced before it" if args.chain
+            else "per layer: every RTL layer gets the golden model's input tensor")
     print(f"{args.model}: {samples} sample(s); CONV_2D and FULLY_CONNECTED on the RTL, "
-          f"the other operators on the golden model")
-    print(format_table(config, rows))
+          f"the other operators on the host; {mode}")
+    print(format_table(config, rows, chain=args.chain))
     rtl = [r for r in rows if r.rtl]
-    bad = [r for r in rtl if not r.exact]
-    print(f"\n{len(rtl)} RTL layers, {len(rtl) - len(bad)} exact; "
+    bad = [r for r in rows if (r.rtl or args.chain) and (r.mismatches or r.error)]
+    checked = rows if args.chain else rtl
+    print(f"\n{len(rtl)} RTL layers; {len(checked) - len(bad)} of {len(checked)} "
+          f"{'tensors' if args.chain else 'RTL layers'} exact; "
           f"{sum(r.total for r in rtl)} simulated cycles; elaboration + Verilator build "
-          f"{built:.1f} s (the build is cached), simulation {simulated:.1f} s")
+          f"{built:.1f} s, simulation {simulated:.1f} s")
     if bad:
         print(f"MISMATCH against the golden model in op(s) "
               f"{', '.join(str(r.index) for r in bad)}", file=sys.stderr)

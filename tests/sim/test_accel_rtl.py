@@ -528,6 +528,9 @@ def test_bench_measures_a_resident_gemm(tmp_path):
     (["gemm", "--m", "-3"], "must be a positive integer"),
     (["layers", "--host-width", "24"], "invalid choice"),
     (["gemm", "--acc-width", "16", "--k", "3"], "16-bit"),
+    (["gemm", "--seed", "-1"], "--seed: must be a non-negative integer"),
+    (["gemm", "--m", "1000000000"], "M=1000000000 K=256 N=256 needs about"),
+    (["conv", "--cin", "100000", "--size", "1000"], "needs about"),
 ])
 def test_bench_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

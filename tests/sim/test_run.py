@@ -47,6 +47,16 @@ def model(tmp_path_factory):
     return d / "model.tflite", d / "x.npy", load_tflite(d / "model.tflite"), x
 
 
+def deep_model(rng):
+    """K beyond the 4x4 build's 64-word banks: a 3x3 conv over 8 channels (K = 72) and a
+    fully connected layer over 80 values, with a pool between them on the host."""
+    b = Builder(rng)
+    x = b.input((4, 4, 8), zp=11)
+    c = b.conv2d(x, 5, kernel=3, padding="SAME", activation="RELU")
+    fc = b.fully_connected(b.reshape(c, (80,)), 6)
+    return b.build([fc]).validate()
+
+
 @pytest.fixture(scope="module")
 def build_dir():
     return bench.build(CONFIG)
@@ -64,6 +74,34 @@ def test_run_model_exact(model, build_dir):
     assert (rtl[0].m, rtl[0].k, rtl[0].n) == (3 * 36, 27, 6)   # batch 3 x 6 x 6 pixels
 
 
+def test_chain_in_chunks_exact(model, build_dir):
+    """Chained, two chunks: every tensor (host ops included) equals the golden model's,
+    and the chunks add up."""
+    _, _, net, x = model
+    rows = simrun.run_model(net, x, CONFIG, limit=3, batch=2, chain=True,
+                            build_dir=build_dir)
+    assert [r.kind for r in rows] == [op.kind for op in net.ops]
+    assert all(r.mismatches == 0 and not r.error for r in rows), \
+        simrun.format_table(CONFIG, rows, chain=True)
+    rtl = [r for r in rows if r.rtl]
+    assert all(r.exact for r in rtl) and len(rtl) == RTL_LAYERS
+    assert (rtl[0].m, rtl[0].k, rtl[0].n) == (3 * 36, 27, 6)
+
+
+def test_split_k_model_exact(build_dir):
+    """Layers whose K exceeds a bank run as partial COMPUTEs, per layer and chained."""
+    rng = np.random.default_rng(77)
+    net = deep_model(rng)
+    x = random_batch(rng, (4, 4, 8), 2)
+    for chain in (False, True):
+        rows = simrun.run_model(net, x, CONFIG, limit=2, chain=chain, build_dir=build_dir)
+        rtl = [r for r in rows if r.rtl]
+        assert [(r.k, r.k_chunks) for r in rtl] == [(72, 2), (80, 2)]
+        assert all(r.exact and r.computes > 2 and r.utilization for r in rtl), \
+            simrun.format_table(CONFIG, rows, chain=chain)
+        assert all(r.mismatches == 0 for r in rows)
+
+
 def test_cli_exact(model, build_dir):
     path, xpath, _, _ = model
     done = subprocess.run([sys.executable, "-m", "sim.run", str(path), "--input", str(xpath),
@@ -74,8 +112,8 @@ def test_cli_exact(model, build_dir):
     rtl_lines = [ln for ln in lines if ln.split()[1:2] in (["CONV_2D"], ["FULLY_CONNECTED"])]
     assert len(rtl_lines) == RTL_LAYERS
     assert all(ln.split()[-2:] == ["yes", "0"] for ln in rtl_lines), done.stdout
-    assert sum("on the host" in ln for ln in lines) == 4
-    assert f"{RTL_LAYERS} RTL layers, {RTL_LAYERS} exact" in done.stdout
+    assert sum(ln.endswith(" on the host") for ln in lines) == 4
+    assert f"{RTL_LAYERS} of {RTL_LAYERS} RTL layers exact" in done.stdout
 
 
 def test_mismatch_exits_1(model, build_dir, monkeypatch, capsys):
@@ -92,6 +130,12 @@ def test_mismatch_exits_1(model, build_dir, monkeypatch, capsys):
     assert simrun.main([str(path), "--input", str(xpath), *CONFIG_ARGS]) == 1
     out, err = capsys.readouterr()
     assert " NO " in out and "MISMATCH" in err
+    # Chained, the wrong outputs flow on: the host ops after the first layer differ too.
+    assert simrun.main([str(path), "--input", str(xpath), "--chain", *CONFIG_ARGS]) == 1
+    out, err = capsys.readouterr()
+    host = [ln for ln in out.splitlines() if " on the host " in ln]
+    assert host and any(ln.split()[-2:-1] == ["NO"] for ln in host), out
+    assert "MISMATCH" in err
 
 
 def test_cli_garbage_model(tmp_path):
@@ -107,6 +151,7 @@ def test_cli_garbage_model(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
+    (["--batch", "0"], "--batch: must be a positive integer"),
     (["--out-depth", "3"], "op 0 CONV_2D: out_depth=3 cannot hold one tile of R=4 rows"),
     (["--pe", "4by4"], "--pe must look like RxC"),
 ])
@@ -126,3 +171,10 @@ def test_wrong_input_shape(model, tmp_path, capsys):
         simrun.main([str(path), "--input", str(tmp_path / "x.npy"), *CONFIG_ARGS])
     assert exc.value.code == 2
     assert "needs int8 of shape (N, 6, 6, 3)" in capsys.readouterr().err
+
+
+def test_sizes_checked_before_allocating(model):
+    _, _, net, _ = model
+    with pytest.raises(ValueError, match=r"op 0 CONV_2D on 1000000000 sample\(s\): .*needs "
+                                         r"about .*lower --batch"):
+        simrun._check_sizes(net, 10 ** 9)

@@ -370,3 +370,20 @@ def test_model_refuses_unspecified_results():
                                                   [[0] * 4]])))
     with pytest.raises(UnspecifiedBehaviour, match="int32"):
         model.run(drv.cmd_compute(1, 1, 1))
+
+
+def test_commands_cover_the_program_words():
+    """``Program.commands`` names every command, data included, so a runner never has to
+    parse the words (whose data may look like headers)."""
+    rng = np.random.default_rng(21)
+    for config in (SMALL, WIDE):
+        for m, k, n in ((9, 30, 10), (5, 3 * config.act_depth + 1, 6)):
+            program = drv.compile_gemm(config, *random_layer(rng, config, m, k, n))
+            pos = 0
+            for cmd in program.commands:
+                assert cmd.start == pos and int(program.words[pos]) >> 24 == cmd.op
+                pos += cmd.size
+            assert not np.any(program.words[pos:])           # only NOP padding follows
+            computes = [c for c in program.commands if c.op == Op.COMPUTE]
+            assert len(computes) == len(program.plan.steps)
+            assert sum(c.steps for c in computes) == program.plan.ideal_cycles

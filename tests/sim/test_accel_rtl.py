@@ -600,3 +600,21 @@ def test_data_that_looks_like_commands(tmp_path):
                             **BACKPRESSURE)
     for (layer, program), result in zip(layers, results, strict=True):
         np.testing.assert_array_equal(program.decode(result.resp), golden_gemm(config, *layer))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pe", [(8, 8), (16, 16)])
+def test_deep_convolutions(pe, tmp_path):
+    """3x3 convolutions over 512 and 1024 channels (K = 4608, 9216: two and three chunks
+    of the default 4096-word banks) on default-depth builds, exact; utilization of the
+    COMPUTEs near the ideal."""
+    config = AcceleratorConfig(rows=pe[0], cols=pe[1])
+    rng = np.random.default_rng(29)
+    layers = [bench.random_conv(config, rng, f"conv3x3 {cin}", 3, cin, 2 * pe[1] + 3, 3,
+                                out_scale=0.03 * np.sqrt(9 * cin))
+              for cin in (512, 1024)]
+    assert [p.plan.k_chunks for _, p, _ in layers] == [2, 3]
+    rows = bench.measure(config, layers, build_dir=bench.build(config), workdir=tmp_path)
+    for row in rows:
+        assert row.exact, row
+        assert row.utilization > 0.9, bench.format_table(config, rows)

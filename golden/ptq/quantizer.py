@@ -205,6 +205,36 @@ class QuantModel:
                                                   bits)
             self.bias[n.name] = n.params["b"].copy()
 
+    @classmethod
+    def from_state(cls, net, act, scale, codes, bias, bits):
+        """A quantized state given outright (e.g. learned by quantization-aware training)
+        instead of calibrated and rounded.
+
+        Parameters
+        ----------
+        net : FloatNet
+            Prepared (batch norms folded).
+        act : dict of str -> (float, int)
+            (scale, zero point) of the input, every weighted layer and ADD; pooling and
+            reshape outputs take their input's.
+        scale, codes, bias : dict of str -> ndarray
+            Per weighted layer: per-channel weight scales, int8 codes within the
+            ``bits``-bit range, real biases.
+        bits : int
+            Weight width.
+        """
+        missing = set(range_owners(net)) - set(act)
+        if missing:
+            raise ValueError(f"activation parameters are missing for {sorted(missing)}")
+        self = cls.__new__(cls)
+        self.net, self.bits, self.granularity, self.weight_range = net, bits, "channel", None
+        self.shapes = output_shapes(net)
+        self.act = {}
+        for name in [INPUT] + [n.name for n in net.nodes]:
+            self.act[name] = act[name] if name in act else self.act[net.node(name).inputs[0]]
+        self.scale, self.codes, self.bias = dict(scale), dict(codes), dict(bias)
+        return self
+
     def weighted(self):
         """The conv / depthwise / FC nodes, in order."""
         return [n for n in self.net.nodes if n.kind in WEIGHTED]

@@ -1,0 +1,110 @@
+"""The quantization-aware training loop: fine-tune a :class:`QATModel` on labelled data.
+
+Softmax cross-entropy on the fake-quantized logits, Adam with a cosine learning-rate
+schedule, shuffles from a seeded PCG64 generator, batch norm statistics frozen after the
+warm-up. Weights, biases and batch-norm parameters move with the learning rate ``lr``;
+a quantizer parameter moves with ``lr`` times its initial magnitude (Adam's steps do not
+scale with the parameter, and a step size of 0.01 is not small for a scale of 0.01);
+LSQ+ offsets, in code units, with ``lr * OFFSET_LR``.
+"""
+
+import sys
+
+import numpy as np
+
+from ..nets.train import softmax_cross_entropy
+from ..ptq.progress import Progress
+
+__all__ = ["OFFSET_LR", "Adam", "train"]
+
+OFFSET_LR = 10.0
+_QUANTIZER = ("ws", "s", "alpha")
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with a learning-rate multiplier per parameter."""
+
+    def __init__(self, params, rates, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.params, self.rates = params, rates
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, grads, lr):
+        self.t += 1
+        c1 = 1.0 - self.beta1**self.t
+        c2 = 1.0 - self.beta2**self.t
+        for k, g in grads.items():
+            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
+            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g * g
+            self.params[k] -= lr * self.rates[k] * (self.m[k] / c1) / \
+                (np.sqrt(self.v[k] / c2) + self.eps)
+            if k[1] in _QUANTIZER:
+                np.maximum(self.params[k], 1e-8, out=self.params[k])
+
+
+def train(model, x, y, *, epochs, batch=32, lr=1e-3, freeze_bn=None, seed=0,
+          stream=sys.stderr):
+    """Fine-tune ``model`` in place.
+
+    Parameters
+    ----------
+    model : golden.qat.QATModel
+    x, y : ndarray
+        Training samples (N, *input_shape) and integer labels (N,).
+    epochs : int
+    batch : int
+    lr : float
+        Peak learning rate (cosine decay to 0 over all steps).
+    freeze_bn : int, optional
+        Epochs of batch-norm warm-up before the statistics freeze (default: a third of
+        ``epochs``, at least one, and never all of them when there are two or more).
+    seed : int
+        Seeds the shuffles.
+    stream : file or None
+        Progress bar.
+
+    Returns
+    -------
+    list of float
+        Mean training loss per epoch.
+    """
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, not {epochs!r}")
+    if int(batch) < 1:
+        raise ValueError(f"batch must be >= 1, not {batch!r}")
+    if freeze_bn is None:
+        freeze_bn = max(1, epochs // 3) if epochs > 1 else 0
+    rates = {}
+    for k, v in model.params.items():
+        if k[1] in _QUANTIZER:
+            rates[k] = float(np.mean(np.abs(v)))
+        elif k[1] == "z":
+            rates[k] = OFFSET_LR
+        else:
+            rates[k] = 1.0
+    opt = Adam(model.params, rates)
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = -(-len(x) // batch)
+    steps = epochs * steps_per_epoch
+    losses, t = [], 0
+    label = f"qat {model.method} W{model.weight_bits}A{model.act_bits}"
+    with Progress(steps, label, stream) as bar:
+        for epoch in range(epochs):
+            if epoch >= freeze_bn:
+                model.freeze_batch_norm()
+            order = rng.permutation(len(x))
+            total = 0.0
+            for i in range(0, len(x), batch):
+                idx = order[i : i + batch]
+                out = model.forward(x[idx], train=True)
+                loss, dout = softmax_cross_entropy(out.reshape(len(idx), -1), y[idx])
+                grads = model.backward(dout.reshape(out.shape))
+                opt.step(grads, 0.5 * lr * (1.0 + np.cos(np.pi * t / steps)))
+                t += 1
+                total += loss * len(idx)
+                bar.update()
+            losses.append(total / len(x))
+    model.freeze_batch_norm()
+    return losses

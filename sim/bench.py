@@ -21,6 +21,7 @@ The library part (:func:`build`, :func:`run_rtl`) is what the RTL tests use too.
 """
 
 import argparse
+import re
 import shutil
 import sys
 import tempfile
@@ -163,8 +164,9 @@ def _reason(log):
     except OSError:
         return "no simulation log"
     for line in lines:
-        if "timeout after" in line or "Error" in line or "error" in line:
-            return " ".join(line.split())[:300]
+        found = re.search(r"\b\w*(Error|Exception): .*", line)
+        if found:
+            return found.group(0)[:300]
     return "the testbench failed"
 
 

@@ -618,3 +618,23 @@ def test_deep_convolutions(pe, tmp_path):
     for row in rows:
         assert row.exact, row
         assert row.utilization > 0.9, bench.format_table(config, rows)
+
+
+def test_failed_simulation_names_its_kept_log():
+    """A failed run says what the testbench saw and keeps its case and log."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from sim.harness import SimulationFailed
+
+    name = "4x4"
+    config = CONFIGS[name]
+    program = drv.compile_gemm(config, *random_layer(np.random.default_rng(1), config, 8, 30,
+                                                     8))
+    with pytest.raises(SimulationFailed, match=r"timeout after 20 cycles") as exc:
+        bench.run_rtl(config, [bench.Run(program.words, program.expected_response_words,
+                                         timeout=20)], build_dir=build_dir(name))
+    folder = Path(re.search(r"kept in (\S+)\)", str(exc.value)).group(1))
+    assert (folder / "sim.log").is_file() and (folder / "case.npz").is_file()
+    shutil.rmtree(folder)

@@ -3,12 +3,12 @@
 The contract is ``docs/isa.md``; the numbers are in :mod:`hw.isa`. A layer becomes a
 :class:`Program`: the input words (``Program.words``), the number of response words to
 expect, and :meth:`Program.decode`, which turns the response words back into the int8
-result. A :class:`Driver` runs programs on any *transport*: a function that takes the input
-words (a ``numpy.uint32`` array) and returns every response word the accelerator produced
-(:class:`sim.model.IsaModel` is one, the cocotb testbench and a UART link are others)::
+result. A :class:`Driver` runs programs on any *transport* (see :class:`Driver`;
+:class:`sim.model.IsaModel` is one, the cocotb testbench and a UART link are others)::
 
     program = compile_gemm(config, x, w, bias, m0, shift, z_out, act_min, act_max)
-    y = program.decode(transport(program.words))          # int8 (M, N)
+    sizes = [n for _, n in program.responses]
+    y = program.decode(transport(program.words, sizes))   # int8 (M, N)
 
 Lowering. ``X[M, K]`` is cut into R-row tiles and ``W[K, N]`` into C-column tiles, both
 padded with zeros to whole tiles; padded outputs are never stored. Tiles are grouped into
@@ -806,8 +806,13 @@ class Driver:
     config : AcceleratorConfig
         The build on the other end (:meth:`identify` checks it).
     transport : callable
-        ``transport(words: ndarray[uint32]) -> ndarray[uint32]``: sends the words (already
-        padded to whole beats) and returns every response word they produced.
+        ``transport(words, sizes) -> ndarray[uint32]``. ``words``: ``numpy.uint32`` input
+        words, already padded to whole beats of ``config.host_width``; ``sizes``: the
+        words of every response they produce, in order (ID 10, STATUS 6, a STORE its
+        count x ``ceil(C / 4)``), so a transport knows how much to read:
+        ``response_length(sizes, host_width)`` words, each response padded to whole
+        beats. It returns those words, beat padding included, and raises on a link
+        failure. It may keep state between calls (the accelerator does).
     """
 
     def __init__(self, config, transport):
@@ -816,7 +821,7 @@ class Driver:
 
     def transact(self, words, sizes):
         """Send ``words``; return the responses of ``sizes`` words each, padding removed."""
-        response = self.transport(pad_to_beats(words, self.config.host_width))
+        response = self.transport(pad_to_beats(words, self.config.host_width), list(sizes))
         return split_responses(response, sizes, self.config.host_width)
 
     def identify(self):
@@ -837,7 +842,8 @@ class Driver:
         """Run a :class:`Program`; its decoded result (AcceleratorError on errors)."""
         if program.config != self.config:
             raise ValueError("program was compiled for another configuration")
-        return program.decode(self.transport(program.words))
+        return program.decode(self.transport(program.words,
+                                             [n for _, n in program.responses]))
 
     def gemm(self, x, w, bias, m0, shift, z_out=0, act_min=-128, act_max=127):
         return self.run(compile_gemm(self.config, x, w, bias, m0, shift, z_out, act_min,

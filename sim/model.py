@@ -86,8 +86,9 @@ class IsaModel:
         self._pending = np.zeros(0, dtype=np.uint32)
         self._load = None     # (array, bank, addr, items left, words per item, drop)
 
-    def __call__(self, words):
-        """Transport interface of :class:`hw.driver.Driver`: same as :meth:`run`."""
+    def __call__(self, words, sizes=None):
+        """Transport interface of :class:`hw.driver.Driver`: :meth:`run` (the model needs
+        no response ``sizes``: it answers every command at once)."""
         return self.run(words)
 
     def run(self, words):

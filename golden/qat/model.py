@@ -142,7 +142,8 @@ class QATModel:
         Samples (from the training data) that set the initial ranges and scales.
     init : golden.ptq.quantizer.QuantModel, optional
         A PTQ result to start from instead: its (folded) weights, biases, weight scales
-        and activation ranges.
+        and activation ranges (ReLU outputs below 8 bits: the least-squared-error range
+        at ``act_bits`` on ``calib_x``, as PTQ ranges are set for 8 bits).
 
     Attributes
     ----------
@@ -205,6 +206,9 @@ class QATModel:
             if init is not None:
                 s8, z8 = init.act[name]
                 lo, hi = s8 * (-128 - z8), s8 * (127 - z8)
+                if bounded and self.act_bits < 8:
+                    # PTQ ranges are set for 8 bits; at fewer, clipping pays off more.
+                    hi = cal.mse_range([v], self.act_bits)[1]
             else:
                 lo, hi = cal.minmax_range([v])
             levels = qmax - qmin

@@ -2,18 +2,24 @@
 backward pass against finite differences, the training forward pass against the exported
 golden integer network (bit for bit), the export against LiteRT, and the command line."""
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
 import numpy as np
 import pytest
 
 import golden.qat.model as qat_model
 import golden.qat.quantizers as Q
+import golden.qat.report as report
 from golden.nets import load
 from golden.nets.source import labelled_data
 from golden.nets.train import softmax_cross_entropy
 from golden.ptq import calibrate as cal
 from golden.ptq.quantizer import Config, accuracy, quantize_model
 from golden.qat import QATModel, train
-from golden.tflite_io import to_tflite_bytes
+from golden.qat.__main__ import DEFAULTS, parse_init
+from golden.qat.__main__ import main as qat_main
+from golden.tflite_io import load_tflite, to_tflite_bytes
 
 from .netbuild import litert_run
 
@@ -249,3 +255,90 @@ def test_mlp_w4a4_trains_close_to_float(mlp_setup):
     acc = accuracy(model.export().to_network(), d["x_test"], d["y_test"])
     assert acc >= 0.95
 
+
+
+# -- command line and report -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--weight-bits", "9"], "--weight-bits: must be an integer from 2 to 8, not '9'"),
+    (["--act-bits", "1"], "--act-bits: must be an integer from 2 to 8, not '1'"),
+    (["--method", "dorefa"], "--method: invalid choice"),
+    (["--model", "resnet"], "--model: must be one of cnn, mlp or a float32 .tflite file"),
+    (["--model", "missing.tflite"], "--model: no such file"),
+    (["--epochs", "0"], "--epochs: must be a positive integer"),
+    (["--lr", "2"], "--lr: must be a number in (0, 1)"),
+    (["--init", "calib=magic"], "--init: calib must be one of"),
+    (["--init", "cle,fast"], "--init: unknown item 'fast'"),
+    (["--freeze-bn", "-1"], "--freeze-bn: must be >= 0"),
+])
+def test_cli_bad_options_are_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        qat_main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_cli_refuses_outputs_and_data_before_training(capsys, tmp_path):
+    existing = tmp_path / "m.tflite"
+    existing.write_bytes(b"keep")
+    for argv, message in [
+        (["--out", str(tmp_path / "no" / "m.tflite")], "no directory"),
+        (["--out", str(existing)], "exists (use --force to overwrite)"),
+        (["--data", str(existing)], "--data and --labels go together"),
+        (["--report", "--report-path", str(tmp_path / "no" / "r.md")], "not a writable"),
+    ]:
+        assert qat_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("golden.qat: error:") and err.count("\n") == 1 and message in err
+    assert existing.read_bytes() == b"keep"
+
+
+def test_cli_trains_and_exports(capsys, tmp_path):
+    out = tmp_path / "mlp_w4a4.tflite"
+    assert qat_main(["--model", "mlp", "--method", "pact", "--weight-bits", "4",
+                     "--act-bits", "4", "--epochs", "1", "--calib-samples", "64",
+                     "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mlp: float top-1 98.00%  int top-1" in text
+    network = load_tflite(out)
+    assert all(np.abs(network.tensors[op.inputs[1]].data).max() <= 7 for op in network.ops)
+    # The printed accuracy is the exported file's.
+    d = labelled_data(load("mlp"))
+    printed = float(text.split("int top-1 ")[1].split("%")[0])
+    assert printed == pytest.approx(100 * accuracy(network, d["x_test"], d["y_test"]),
+                                    abs=0.005)
+
+
+def test_cli_trains_an_imported_float_model_from_ptq(capsys, tmp_path):
+    out = tmp_path / "cnn_w3a8.tflite"
+    assert qat_main(["--model", "golden/data/cnn_float.tflite", "--method", "lsq",
+                     "--weight-bits", "3", "--act-bits", "8", "--epochs", "1",
+                     "--init", "calib=mse,weight-range=mse", "--calib-samples", "64",
+                     "--out", str(out)]) == 0
+    assert "cnn_float: float top-1 98.44%" in capsys.readouterr().out
+    assert load_tflite(out).ops[0].kind == "CONV_2D"
+
+
+def test_parse_init():
+    cfg = parse_init("calib=kl, weight-range=mse,cle,bias-correction,adaround,"
+                     "adaround-iterations=50", 3)
+    assert cfg == Config("kl", "channel", 3, "mse", True, True, True, 50)
+    with pytest.raises(ValueError, match="adaround-iterations must be an integer"):
+        parse_init("adaround-iterations=x", 4)
+
+
+def test_report_writes_tables_and_plots(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "NETWORKS", ("mlp",))
+    monkeypatch.setattr(report, "SETTINGS", ((4, 4),))
+    monkeypatch.setattr(report, "METHODS", ("lsq",))
+    monkeypatch.setattr(report, "PTQ_RECIPES", report.PTQ_RECIPES[:1])
+    monkeypatch.setattr(report, "CALIB_SAMPLES", 64)
+    monkeypatch.setitem(DEFAULTS, "mlp", {"epochs": 1, "lr": 1e-3})
+    path = tmp_path / "qat.md"
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert qat_main(["--report", "--report-path", str(path)]) == 0
+    text = path.read_text()
+    assert "| W4A4 |" in text and "![mlp: accuracy against bits](qat-mlp.png)" in text
+    assert (tmp_path / "qat-mlp.png").read_bytes()[:4] == b"\x89PNG"

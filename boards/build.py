@@ -1,0 +1,333 @@
+"""Build a board bitstream with the YoWASP tools and report what it uses and how fast it runs.
+
+::
+
+    python -m boards.build --board NAME --pe RxC|auto [--freq MHZ] [--baud N] [--out DIR]
+
+Writes into ``DIR`` (default ``build/board-NAME-RxC``) the Amaranth build files, the
+bitstream (``qmac_board.bin`` on iCE40, ``qmac_board.bit`` on ECP5), the tool logs
+(``qmac_board.rpt``: Yosys, ``qmac_board.tim``: nextpnr, ``nextpnr-report.json``: nextpnr's
+own report) and ``report.json``; prints one summary line.
+
+``--pe auto`` searches for the largest array: a resource model (DSP blocks as measured,
+``R*C + 4*C + 3``, block RAM from the buffer shapes, logic from the per-PE estimate)
+picks the largest array that fits the device, and place and route confirms it; an array
+that does not place or misses the clock makes the search step down to the next smaller.
+
+Exit status: 0 when the bitstream is built and meets timing, 1 when a tool fails or the
+design misses timing, 2 on a bad argument (unknown board, an array the device cannot hold).
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from golden.cli import ArgumentParser, positive_int
+from hw.config import MAX_DIM, AcceleratorConfig, parse_pe
+
+from .platforms import BOARDS
+from .platforms import board as board_named
+from .top import HOST_WIDTH, BoardTop, clock_plan
+
+__all__ = ["NAME", "DEFAULT_BAUD", "LINK_DEPTH", "TX_DEPTH", "board_config", "estimate",
+           "check_fit", "candidates", "read_report", "build", "summary", "main"]
+
+NAME = "qmac_board"
+DEFAULT_BAUD = 3_000_000
+LINK_DEPTH = 2048
+TX_DEPTH = 512
+#: Buffer depths tried, largest first; 256 words hold K up to 256 (3x3x28 convolutions).
+DEPTHS = (4096, 2048, 1024, 512, 256)
+#: Share of the block RAM the accelerator's buffers may take (the rest: link FIFOs, slack).
+BRAM_SHARE = 0.8
+#: Logic cells per PE and for everything else (controller, requantizer, link); only used
+#: to rank arrays before place and route decides. Base measured: iCEBreaker 1x1, 4090 LCs.
+LUTS_PER_PE = 120
+LUTS_BASE = {"ice40": 4000, "ecp5": 4000}
+
+_TOOLS = {"YOSYS": "yosys", "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepack",
+          "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}
+
+
+def _blocks(device, width, depth):
+    """Block RAMs for a ``width`` x ``depth`` simple dual-port memory, best aspect ratio."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in device.bram_configs)
+
+
+def _memories(config):
+    """(width, words) of every memory of the board design."""
+    c = config
+    return [
+        (8 * c.rows, 2 * c.act_depth),
+        (8 * c.cols, 2 * c.wgt_depth),
+        (70 * c.cols, 2 * c.par_depth),      # bias, M0 (32 bits each), shift (6)
+        (8 * c.cols, 2 * c.out_depth),
+        (8, LINK_DEPTH),
+        (8, TX_DEPTH),
+    ]
+
+
+def estimate(board, config):
+    """Resource model of ``config`` on ``board``: dict of dsp, bram, lut (estimates)."""
+    dev = board.device
+    return {
+        "dsp": config.rows * config.cols + 4 * config.cols + 3,
+        "bram": sum(_blocks(dev, w, d) for w, d in _memories(config)),
+        "lut": LUTS_BASE[dev.family] + LUTS_PER_PE * config.rows * config.cols,
+    }
+
+
+def board_config(board, rows, cols):
+    """The accelerator of ``rows`` x ``cols`` for ``board``: 8-bit host stream, and the
+    deepest buffers (from :data:`DEPTHS`) whose block RAM fits the device's share."""
+    dev = board.device
+    config = None
+    for depth in DEPTHS:
+        config = AcceleratorConfig(rows=rows, cols=cols, host_width=HOST_WIDTH,
+                                   act_depth=depth, wgt_depth=depth, out_depth=depth,
+                                   par_depth=max(2, depth // 64))
+        if estimate(board, config)["bram"] <= BRAM_SHARE * dev.brams:
+            break
+    return config
+
+
+def check_fit(board, config):
+    """ValueError naming the first resource that ``config`` overflows on ``board``."""
+    dev = board.device
+    need = estimate(board, config)
+    for key, total, what in (("dsp", dev.dsps, "DSP blocks"), ("bram", dev.brams,
+                                                                "block RAMs"),
+                             ("lut", dev.luts, "LUTs (estimated)")):
+        if need[key] > total:
+            raise ValueError(f"a {config.rows}x{config.cols} array needs {need[key]} {what} "
+                             f"but the {dev.name} of {board.name} has {total}")
+
+
+def candidates(board):
+    """Arrays the model says fit ``board``, largest first (R = C, or R = 2C / C = 2R)."""
+    shapes = {(r, c) for r in range(1, MAX_DIM + 1) for c in range(1, MAX_DIM + 1)
+              if r == c or r == 2 * c or c == 2 * r}
+    fits = []
+    for r, c in shapes:
+        try:
+            check_fit(board, board_config(board, r, c))
+        except ValueError:
+            continue
+        fits.append((r * c, r, c))
+    return [(r, c) for _, r, c in sorted(fits, reverse=True)]
+
+
+def tool_env():
+    """The environment with Amaranth's tool variables pointing at the YoWASP tools that sit
+    beside this interpreter."""
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    for var, tool in _TOOLS.items():
+        exe = bindir / f"yowasp-{tool}"
+        env[var] = str(exe) if exe.exists() else f"yowasp-{tool}"
+    return env
+
+
+def _yosys_cells(text):
+    """Cell counts of the last ``stat`` in a Yosys log: {cell type: count}."""
+    blocks = re.split(r"=== design hierarchy ===|Printing statistics\.", text)
+    cells = {}
+    for line in blocks[-1].splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and not parts[0].endswith(":"):
+            cells[parts[0]] = int(parts[1])
+        elif len(parts) == 2 and parts[0].isdigit() and not parts[1].endswith(":"):
+            cells[parts[1]] = int(parts[0])
+    return cells
+
+
+def read_report(board, config, out, nextpnr, yosys_log, *, target, baud, divisor, seconds):
+    """The report of one build, from nextpnr's report (``--report``: utilization and
+    Fmax per clock) and the Yosys log (flip-flop cells, which nextpnr counts inside logic
+    cells on iCE40).
+
+    Fmax is that of the clock whose constraint is the design clock; ``timing_met`` is
+    nextpnr's own criterion, achieved >= constraint.
+    """
+    util = nextpnr.get("utilization", {})
+
+    def pair(key, total=None):
+        entry = util.get(key, {})
+        return {"used": int(entry.get("used", 0)),
+                "total": int(entry.get("available", total or 0))}
+
+    cells = _yosys_cells(yosys_log)
+    ffs = sum(n for name, n in cells.items()
+              if name.startswith("SB_DFF") or name == "TRELLIS_FF")
+    if board.family == "ice40":
+        lut, ram, dsp = pair("ICESTORM_LC"), pair("ICESTORM_RAM"), pair("ICESTORM_DSP")
+        ff = {"used": ffs, "total": lut["total"]}
+        spram = pair("ICESTORM_SPRAM", board.device.sprams)
+    else:
+        lut, ram, dsp = pair("TRELLIS_COMB"), pair("DP16KD"), pair("MULT18X18D")
+        ff = pair("TRELLIS_FF") if "TRELLIS_FF" in util else {"used": ffs,
+                                                              "total": lut["total"]}
+        spram = {"used": 0, "total": 0}
+    clocks = list(nextpnr.get("fmax", {}).values())
+    clock = min(clocks, key=lambda v: abs(float(v["constraint"]) - target), default=None)
+    fmax = float(clock["achieved"]) if clock else 0.0
+    met = clock is not None and fmax >= float(clock["constraint"])
+    bitstream = Path(out) / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit")
+    return {
+        "board": board.name,
+        "device": board.device.name,
+        "pe": f"{config.rows}x{config.cols}",
+        "config": config.to_dict(),
+        "target_mhz": round(target, 4),
+        "fmax_mhz": round(fmax, 2),
+        "timing_met": met,
+        "baud": baud,
+        "uart_divisor": divisor,
+        "link_depth": LINK_DEPTH,
+        "resources": {"lut": lut, "ff": ff, "dsp": dsp, "bram": ram, "spram": spram},
+        "peak_gops": 2 * config.rows * config.cols * target / 1e3,
+        "bitstream": str(bitstream) if bitstream.exists() else None,
+        "logs": {"yosys": f"{NAME}.rpt", "nextpnr": f"{NAME}.tim",
+                 "nextpnr_report": "nextpnr-report.json"},
+        "seconds": round(seconds, 1),
+    }
+
+
+class BuildFailed(RuntimeError):
+    """A tool of the build failed; the message names it and the log to read."""
+
+
+def build(board, config, *, freq, baud, out):
+    """Build the bitstream of ``config`` on ``board`` into ``out``; return the report
+    (also written to ``out/report.json``).
+
+    Raises
+    ------
+    ValueError
+        On a PLL or baud rate the board cannot make, or an array that does not fit.
+    BuildFailed
+        When Yosys, nextpnr or the packer fails (e.g. the placer runs out of cells).
+    """
+    check_fit(board, config)
+    top = BoardTop(board, config, freq=freq, baud=baud, depth=LINK_DEPTH)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = ["--report", "nextpnr-report.json", "--timing-allow-fail"]
+    synth = []
+    if board.family == "ice40":
+        synth.append("-dsp")
+    else:
+        # The default router did not converge on arrays of 8x8 and up in 25 minutes.
+        opts += ["--router", "router2"]
+    plan = board.platform().build(top, name=NAME, build_dir=str(out), do_build=False,
+                                  synth_opts=" ".join(synth), nextpnr_opts=" ".join(opts))
+    start = time.monotonic()
+    try:
+        plan.execute_local(str(out), env=tool_env())
+    except subprocess.CalledProcessError as e:
+        log = out / (f"{NAME}.tim" if (out / f"{NAME}.json").exists() else f"{NAME}.rpt")
+        raise BuildFailed(f"{Path(str(e.cmd[0]) if isinstance(e.cmd, list) else 'build').name}"
+                          f" failed (exit {e.returncode}); see {log}") from None
+    seconds = time.monotonic() - start
+    nextpnr = json.loads((out / "nextpnr-report.json").read_text())
+    yosys_log = (out / f"{NAME}.rpt").read_text(errors="replace")
+    report = read_report(board, config, out, nextpnr, yosys_log, target=top.freq,
+                         baud=baud, divisor=top.divisor, seconds=seconds)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def summary(report):
+    """The one line ``boards.build`` prints."""
+    r = report["resources"]
+    return (f"{report['board']} ({report['device']}) {report['pe']}: "
+            f"{report['fmax_mhz']:.1f} MHz achieved for {report['target_mhz']:g} MHz "
+            f"({'met' if report['timing_met'] else 'MISSED'}), "
+            f"LUT {r['lut']['used']}/{r['lut']['total']}, FF {r['ff']['used']}/{r['ff']['total']}"
+            f", DSP {r['dsp']['used']}/{r['dsp']['total']}, BRAM {r['bram']['used']}/"
+            f"{r['bram']['total']}, SPRAM {r['spram']['used']}/{r['spram']['total']}, "
+            f"peak {report['peak_gops']:.3g} GOPS, {report['baud']} baud; "
+            f"{report['bitstream']} in {report['seconds']:.0f} s")
+
+
+def _parser():
+    p = ArgumentParser(prog="python -m boards.build", description=__doc__.split("\n\n")[0],
+                       epilog="boards: " + ", ".join(BOARDS))
+    p.add_argument("--board", required=True, metavar="NAME",
+                   help=f"one of {', '.join(BOARDS)}")
+    p.add_argument("--pe", required=True, metavar="RxC|auto",
+                   help="PE array (e.g. 4x4), or auto for the largest that fits and meets "
+                        "the clock")
+    p.add_argument("--freq", type=float, metavar="MHZ",
+                   help="clock of the design (default: the board's, e.g. 24 on icebreaker)")
+    p.add_argument("--baud", type=positive_int, default=DEFAULT_BAUD, metavar="N",
+                   help=f"UART baud rate (default {DEFAULT_BAUD})")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="output folder (default build/board-NAME-RxC)")
+    return p
+
+
+def _prepare(parser, args):
+    try:
+        board = board_named(args.board)
+        freq = args.freq if args.freq is not None else board.default_freq
+        if args.baud > board.max_baud:
+            raise ValueError(f"--baud must be at most {board.max_baud} on {board.name} "
+                             f"({board.usb_uart}), not {args.baud}")
+        if args.pe == "auto":
+            shapes = candidates(board)
+            if not shapes:
+                raise ValueError(f"no array fits {board.name}")
+        else:
+            shapes = [parse_pe(args.pe)]
+        first = board_config(board, *shapes[0])
+        check_fit(board, first)
+        # The PLL's nearest setting and the UART divisor of it, checked before any tool runs.
+        clock_plan(board, freq, args.baud)
+    except ValueError as e:
+        parser.error(str(e))
+    return board, freq, shapes
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    board, freq, shapes = _prepare(parser, args)
+    auto = args.pe == "auto"
+    for n, (r, c) in enumerate(shapes):
+        config = board_config(board, r, c)
+        out = args.out or Path("build") / f"board-{board.name}-{r}x{c}"
+        if auto:
+            out = (args.out or Path("build") / f"board-{board.name}-auto") / f"{r}x{c}"
+            need = estimate(board, config)
+            print(f"auto: trying {r}x{c} (model: {need['dsp']} of {board.device.dsps} DSP, "
+                  f"{need['bram']} of {board.device.brams} block RAMs, "
+                  f"~{need['lut']} of {board.device.luts} LUTs)", flush=True)
+        try:
+            report = build(board, config, freq=freq, baud=args.baud, out=out)
+        except BuildFailed as e:
+            if auto and n + 1 < len(shapes):
+                print(f"auto: {r}x{c} does not place and route ({e}); trying smaller",
+                      flush=True)
+                continue
+            print(f"{parser.prog}: {e}", file=sys.stderr)
+            return 1
+        if auto and not report["timing_met"] and n + 1 < len(shapes):
+            print(f"auto: {r}x{c} reaches {report['fmax_mhz']:.1f} MHz, below "
+                  f"{report['target_mhz']:g}; trying smaller", flush=True)
+            continue
+        if auto:
+            print(f"auto: chose {r}x{c}, the largest array that fits {board.device.name} and "
+                  f"meets {report['target_mhz']:g} MHz")
+        print(summary(report))
+        return 0 if report["timing_met"] else 1
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``boards.build``: board and array checks before any tool runs, the resource model, and
+the report read back from nextpnr's own report and the Yosys log."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from boards import build
+from boards.platforms import BOARDS, board
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "boards.build", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--board", "nosuch", "--pe", "1x1"], "board must be one of icebreaker, ulx3s-12f"),
+    (["--board", "icebreaker", "--pe", "2x2"], "a 2x2 array needs 15 DSP blocks but the "
+                                               "iCE40UP5K of icebreaker has 8"),
+    (["--board", "ulx3s-85f", "--pe", "16x16"], "needs 323 DSP blocks"),
+    (["--board", "icebreaker", "--pe", "1x1", "--freq", "400"], "iCE40 PLL output must be"),
+    (["--board", "ulx3s-85f", "--pe", "2x2", "--freq", "50", "--baud", "3300000"],
+     "--baud must be at most 3000000"),
+    (["--board", "ulx3s-85f", "--pe", "2x2", "--freq", "40"], "misses 3e+06 baud"),
+    (["--board", "icebreaker", "--pe", "3by3"], "--pe must look like RxC"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args, message):
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_model_fits_and_orders_candidates():
+    assert build.candidates(board("icebreaker")) == [(1, 1)]
+    shapes = build.candidates(board("ulx3s-85f"))
+    assert shapes[0][0] * shapes[0][1] >= 64
+    assert all(a[0] * a[1] >= b[0] * b[1] for a, b in zip(shapes, shapes[1:], strict=False))
+    for name in BOARDS:
+        b = board(name)
+        for r, c in build.candidates(b)[:3]:
+            config = build.board_config(b, r, c)
+            assert config.host_width == 8
+            assert build.estimate(b, config)["bram"] <= b.device.brams
+            # The digits CNN's largest K (3x3x16) fits one bank.
+            assert config.act_depth >= 144 and config.wgt_depth >= 144
+
+
+YOSYS_TAIL = """
+=== design hierarchy ===
+
+   qmac_board      1
+
+   Number of cells:               9
+     SB_DFF                       3
+     SB_DFFE                      2
+     SB_LUT4                      4
+"""
+
+
+def test_report_reads_nextpnr_and_yosys(tmp_path):
+    b = board("icebreaker")
+    config = build.board_config(b, 1, 1)
+    nextpnr = {"utilization": {"ICESTORM_LC": {"used": 4090, "available": 5280},
+                               "ICESTORM_RAM": {"used": 22, "available": 30},
+                               "ICESTORM_DSP": {"used": 8, "available": 8},
+                               "ICESTORM_SPRAM": {"used": 0, "available": 4}},
+               "fmax": {"$PACKER_GND_NET_$glb_clk": {"achieved": 386.0, "constraint": 12.0},
+                        "clk": {"achieved": 26.13, "constraint": 24.0}}}
+    report = build.read_report(b, config, tmp_path, nextpnr, YOSYS_TAIL, target=24.0,
+                               baud=3_000_000, divisor=8, seconds=1.0)
+    assert report["fmax_mhz"] == 26.13 and report["timing_met"]
+    assert report["resources"]["lut"] == {"used": 4090, "total": 5280}
+    assert report["resources"]["ff"] == {"used": 5, "total": 5280}
+    assert report["resources"]["dsp"] == {"used": 8, "total": 8}
+    assert report["peak_gops"] == pytest.approx(2 * 24e6 / 1e9)
+    json.dumps(report)
+
+
+def test_response_words_match_the_isa_model():
+    """The transport's expected response length == what sim.model.IsaModel answers, for
+    driver programs and for raw commands with range errors."""
+    import numpy as np
+
+    from boards.transport import response_words
+    from hw import driver as drv
+    from hw.config import AcceleratorConfig
+    from sim.model import IsaModel
+
+    config = AcceleratorConfig(rows=2, cols=5, host_width=8, act_depth=32, wgt_depth=32,
+                               par_depth=2, out_depth=16)
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (7, 9), dtype=np.int8)
+    w = rng.integers(-127, 128, (9, 11), dtype=np.int8)
+    program = drv.compile_gemm(config, x, w, 0, 1 << 30, -8)
+    raw = np.concatenate([drv.cmd_id(), drv.cmd_store(0, 10, 7), drv.cmd_store(1, 3, 2),
+                          drv.command(drv.Op.STORE, 0, 0, 0), drv.cmd_status(),
+                          np.array([0x7F000000], np.uint32)])
+    for words in (program.words, raw):
+        assert response_words(words, config) == len(IsaModel(config)(words))

@@ -18,6 +18,7 @@ Exit status: 0 when the bitstream is built and meets timing, 1 when a tool fails
 design misses timing, 2 on a bad argument (unknown board, an array the device cannot hold).
 """
 
+import argparse
 import json
 import math
 import os
@@ -255,12 +256,50 @@ def summary(report):
             f"{report['bitstream']} in {report['seconds']:.0f} s")
 
 
+def search(board, shapes, *, freq, baud, out, auto):
+    """Build the first of ``shapes`` that places, routes and (with ``auto``) meets the
+    clock, stepping down on failure; returns the report of the last build tried.
+
+    Raises
+    ------
+    BuildFailed
+        If the last shape fails to build.
+    """
+    for n, (r, c) in enumerate(shapes):
+        config = board_config(board, r, c)
+        last = n + 1 == len(shapes)
+        where = Path(out) / f"{r}x{c}" if auto else Path(out)
+        if auto:
+            need = estimate(board, config)
+            print(f"auto: trying {r}x{c} (model: {need['dsp']} of {board.device.dsps} DSP, "
+                  f"{need['bram']} of {board.device.brams} block RAMs, "
+                  f"~{need['lut']} of {board.device.luts} logic cells)", flush=True)
+        try:
+            report = build(board, config, freq=freq, baud=baud, out=where)
+        except BuildFailed as e:
+            if not auto or last:
+                raise
+            print(f"auto: {r}x{c} does not place and route ({e}); trying smaller", flush=True)
+            continue
+        if auto and not report["timing_met"] and not last:
+            print(f"auto: {r}x{c} reaches {report['fmax_mhz']:.1f} MHz, below "
+                  f"{report['target_mhz']:g}; trying smaller", flush=True)
+            continue
+        if auto:
+            print(f"auto: chose {r}x{c}, the largest array that the model fits on "
+                  f"{board.device.name} and that places, routes and meets "
+                  f"{report['target_mhz']:g} MHz" if report["timing_met"] else
+                  f"auto: even {r}x{c} misses {report['target_mhz']:g} MHz", flush=True)
+        return report
+    raise AssertionError("no shape to build")
+
+
 def _parser():
     p = ArgumentParser(prog="python -m boards.build", description=__doc__.split("\n\n")[0],
                        epilog="boards: " + ", ".join(BOARDS))
-    p.add_argument("--board", required=True, metavar="NAME",
+    p.add_argument("--board", metavar="NAME",
                    help=f"one of {', '.join(BOARDS)}")
-    p.add_argument("--pe", required=True, metavar="RxC|auto",
+    p.add_argument("--pe", metavar="RxC|auto",
                    help="PE array (e.g. 4x4), or auto for the largest that fits and meets "
                         "the clock")
     p.add_argument("--freq", type=float, metavar="MHZ",
@@ -269,6 +308,11 @@ def _parser():
                    help=f"UART baud rate (default {DEFAULT_BAUD})")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="output folder (default build/board-NAME-RxC)")
+    p.add_argument("--results", action="store_true",
+                   help="build the largest array of each board (or of --board, or --pe), "
+                        "measure the digits CNN on its simulated board, and print the "
+                        "results table of docs/boards.md (default folder "
+                        "build/board-results)")
     return p
 
 
@@ -297,36 +341,43 @@ def _prepare(parser, args):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.results:
+        return _results(parser, args)
+    if args.board is None or args.pe is None:
+        parser.error("--board and --pe are required (or --results)")
     board, freq, shapes = _prepare(parser, args)
     auto = args.pe == "auto"
-    for n, (r, c) in enumerate(shapes):
-        config = board_config(board, r, c)
-        out = args.out or Path("build") / f"board-{board.name}-{r}x{c}"
-        if auto:
-            out = (args.out or Path("build") / f"board-{board.name}-auto") / f"{r}x{c}"
-            need = estimate(board, config)
-            print(f"auto: trying {r}x{c} (model: {need['dsp']} of {board.device.dsps} DSP, "
-                  f"{need['bram']} of {board.device.brams} block RAMs, "
-                  f"~{need['lut']} of {board.device.luts} LUTs)", flush=True)
+    out = args.out or Path("build") / f"board-{board.name}-{args.pe}"
+    try:
+        report = search(board, shapes, freq=freq, baud=args.baud, out=out, auto=auto)
+    except BuildFailed as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        return 1
+    print(summary(report))
+    return 0 if report["timing_met"] else 1
+
+
+def _results(parser, args):
+    from . import results
+
+    out = args.out or Path("build") / "board-results"
+    entries = []
+    for name in [args.board] if args.board else results.RESULT_BOARDS:
+        args.board = name
+        board, freq, shapes = _prepare(parser, argparse.Namespace(**{**vars(args),
+                                                                     "pe": args.pe or "auto"}))
         try:
-            report = build(board, config, freq=freq, baud=args.baud, out=out)
+            report = search(board, shapes, freq=freq, baud=args.baud, out=out / name,
+                            auto=(args.pe or "auto") == "auto")
         except BuildFailed as e:
-            if auto and n + 1 < len(shapes):
-                print(f"auto: {r}x{c} does not place and route ({e}); trying smaller",
-                      flush=True)
-                continue
-            print(f"{parser.prog}: {e}", file=sys.stderr)
+            print(f"{parser.prog}: {name}: {e}", file=sys.stderr)
             return 1
-        if auto and not report["timing_met"] and n + 1 < len(shapes):
-            print(f"auto: {r}x{c} reaches {report['fmax_mhz']:.1f} MHz, below "
-                  f"{report['target_mhz']:g}; trying smaller", flush=True)
-            continue
-        if auto:
-            print(f"auto: chose {r}x{c}, the largest array that fits {board.device.name} and "
-                  f"meets {report['target_mhz']:g} MHz")
-        print(summary(report))
-        return 0 if report["timing_met"] else 1
-    return 1
+        print(summary(report), flush=True)
+        entries.append((report, results.measure(board, report, out)))
+        results.save(out, entries)
+    print(results.table(entries))
+    print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    return 0
 
 
 if __name__ == "__main__":

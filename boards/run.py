@@ -20,11 +20,12 @@ is not the requested build.
 """
 
 import argparse
+import json
 import pickle
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,14 @@ class Request:
     limit: int = 1
     expect: AcceleratorConfig | None = None
     timeout: float = 2.0
+
+    def to_dict(self):
+        return {**asdict(self), "expect": self.expect and self.expect.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d):
+        expect = d["expect"] and AcceleratorConfig(**d["expect"])
+        return cls(**{**d, "expect": expect})
 
 
 @dataclass
@@ -201,7 +210,7 @@ def simulate(request, config, *, freq, baud, noise=()):
     with tempfile.TemporaryDirectory(prefix="qmac-board-") as tmp:
         case, out = Path(tmp) / "case.npz", Path(tmp) / "out.pkl"
         np.savez(case, divisor=div, period_ps=2 * round(1e6 / freq / 2),
-                 request=np.frombuffer(pickle.dumps(request), np.uint8),
+                 request=json.dumps(request.to_dict()),
                  noise=np.asarray(noise, np.int64).reshape(-1, 3))
         harness.run(build_dir, "sim.tb.board_tb", "top", env={"CASE": case, "OUT": out},
                     test_dir=Path(tmp) / "run")

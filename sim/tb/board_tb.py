@@ -6,12 +6,13 @@ unchanged in a bridge thread and talks to it through :class:`SimPort`, a port wh
 once per bit (``ClockCycles`` over a whole bit time), never per cycle.
 
 The pytest side writes ``CASE`` (.npz) with ``divisor`` and ``period_ps`` (the clock),
-``request`` (a pickled :class:`boards.run.Request`), and ``noise``: rows of (direction,
+``request`` (:meth:`boards.run.Request.to_dict` as JSON), and ``noise``: rows of (direction,
 byte index, action) with direction 0 host to board, 1 board to host, action 0 drop the
 byte, 1 flip its bit 3. It writes ``OUT`` (a pickle) with the ``boards.run.execute``
 result or the error it raised.
 """
 
+import json
 import os
 import pickle
 
@@ -119,7 +120,7 @@ async def run_host(dut):
 
     case = np.load(os.environ["CASE"], allow_pickle=False)
     period = int(case["period_ps"])
-    request = pickle.loads(case["request"].tobytes())
+    request = run.Request.from_dict(json.loads(str(case["request"])))
     cocotb.start_soon(Clock(dut.clk, period, unit="ps").start())
     dut.rst.value = 1
     line = UartLine(dut, int(case["divisor"]), case["noise"].reshape(-1, 3))

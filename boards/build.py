@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -50,6 +49,10 @@ BRAM_SHARE = 0.8
 #: to rank arrays before place and route decides. Base measured: iCEBreaker 1x1, 4090 LCs.
 LUTS_PER_PE = 120
 LUTS_BASE = {"ice40": 4000, "ecp5": 4000}
+
+#: hw.synth's names of our devices.
+_SYNTH_DEVICES = {"iCE40UP5K": "ice40-up5k", "LFE5U-12F": "ecp5-12f", "LFE5U-25F": "ecp5-25f",
+                  "LFE5U-45F": "ecp5-45f", "LFE5U-85F": "ecp5-85f"}
 
 _TOOLS = {"YOSYS": "yosys", "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepack",
           "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}
@@ -134,50 +137,17 @@ def tool_env():
     return env
 
 
-def _yosys_cells(text):
-    """Cell counts of the last ``stat`` in a Yosys log: {cell type: count}."""
-    blocks = re.split(r"=== design hierarchy ===|Printing statistics\.", text)
-    cells = {}
-    for line in blocks[-1].splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and not parts[0].endswith(":"):
-            cells[parts[0]] = int(parts[1])
-        elif len(parts) == 2 and parts[0].isdigit() and not parts[1].endswith(":"):
-            cells[parts[1]] = int(parts[0])
-    return cells
-
-
 def read_report(board, config, out, nextpnr, yosys_log, *, target, baud, divisor, seconds):
-    """The report of one build, from nextpnr's report (``--report``: utilization and
-    Fmax per clock) and the Yosys log (flip-flop cells, which nextpnr counts inside logic
-    cells on iCE40).
+    """The report of one build, every figure from the tools' own outputs as
+    :func:`hw.synth.summarize` reads them: nextpnr's ``--report`` (Fmax of the design clock
+    against the constraint nextpnr derived through the PLL, utilisation) and the Yosys log
+    (LUT and flip-flop cells on iCE40, where nextpnr counts logic cells). Peak GOPS is
+    ``2 * R * C * target``: the board runs at the PLL's clock, not at Fmax."""
+    from hw.synth import DEVICES, summarize
 
-    Fmax is that of the clock whose constraint is the design clock; ``timing_met`` is
-    nextpnr's own criterion, achieved >= constraint.
-    """
-    util = nextpnr.get("utilization", {})
-
-    def pair(key, total=None):
-        entry = util.get(key, {})
-        return {"used": int(entry.get("used", 0)),
-                "total": int(entry.get("available", total or 0))}
-
-    cells = _yosys_cells(yosys_log)
-    ffs = sum(n for name, n in cells.items()
-              if name.startswith("SB_DFF") or name == "TRELLIS_FF")
-    if board.family == "ice40":
-        lut, ram, dsp = pair("ICESTORM_LC"), pair("ICESTORM_RAM"), pair("ICESTORM_DSP")
-        ff = {"used": ffs, "total": lut["total"]}
-        spram = pair("ICESTORM_SPRAM", board.device.sprams)
-    else:
-        lut, ram, dsp = pair("TRELLIS_COMB"), pair("DP16KD"), pair("MULT18X18D")
-        ff = pair("TRELLIS_FF") if "TRELLIS_FF" in util else {"used": ffs,
-                                                              "total": lut["total"]}
-        spram = {"used": 0, "total": 0}
-    clocks = list(nextpnr.get("fmax", {}).values())
-    clock = min(clocks, key=lambda v: abs(float(v["constraint"]) - target), default=None)
-    fmax = float(clock["achieved"]) if clock else 0.0
-    met = clock is not None and fmax >= float(clock["constraint"])
+    synth_device = DEVICES[_SYNTH_DEVICES[board.device.name]]
+    figures = summarize(device=synth_device, rows=config.rows, cols=config.cols,
+                        yosys_log=yosys_log, nextpnr_report=nextpnr)
     bitstream = Path(out) / (f"{NAME}.bin" if board.family == "ice40" else f"{NAME}.bit")
     return {
         "board": board.name,
@@ -185,13 +155,14 @@ def read_report(board, config, out, nextpnr, yosys_log, *, target, baud, divisor
         "pe": f"{config.rows}x{config.cols}",
         "config": config.to_dict(),
         "target_mhz": round(target, 4),
-        "fmax_mhz": round(fmax, 2),
-        "timing_met": met,
+        "fmax_mhz": figures["fmax_mhz"],
+        "timing_met": figures["timing_met"],
         "baud": baud,
         "uart_divisor": divisor,
         "link_depth": LINK_DEPTH,
-        "resources": {"lut": lut, "ff": ff, "dsp": dsp, "bram": ram, "spram": spram},
-        "peak_gops": 2 * config.rows * config.cols * target / 1e3,
+        "resources": figures["resources"],
+        "critical_path": figures["critical_path"],
+        "peak_gops": round(2 * config.rows * config.cols * target / 1e3, 3),
         "bitstream": str(bitstream) if bitstream.exists() else None,
         "logs": {"yosys": f"{NAME}.rpt", "nextpnr": f"{NAME}.tim",
                  "nextpnr_report": "nextpnr-report.json"},
@@ -245,13 +216,11 @@ def build(board, config, *, freq, baud, out):
 
 def summary(report):
     """The one line ``boards.build`` prints."""
-    r = report["resources"]
+    used = ", ".join(f"{k} {v['used']}/{v['total']}" for k, v in report["resources"].items()
+                     if k != "IO")
     return (f"{report['board']} ({report['device']}) {report['pe']}: "
             f"{report['fmax_mhz']:.1f} MHz achieved for {report['target_mhz']:g} MHz "
-            f"({'met' if report['timing_met'] else 'MISSED'}), "
-            f"LUT {r['lut']['used']}/{r['lut']['total']}, FF {r['ff']['used']}/{r['ff']['total']}"
-            f", DSP {r['dsp']['used']}/{r['dsp']['total']}, BRAM {r['bram']['used']}/"
-            f"{r['bram']['total']}, SPRAM {r['spram']['used']}/{r['spram']['total']}, "
+            f"({'met' if report['timing_met'] else 'MISSED'}), {used}, "
             f"peak {report['peak_gops']:.3g} GOPS, {report['baud']} baud; "
             f"{report['bitstream']} in {report['seconds']:.0f} s")
 

@@ -72,13 +72,11 @@ def table(entries):
             "BRAM | digits CNN img/s over UART | img/s link ignored |")
     lines = [head, "|" + "---|" * 12]
     for rep, meas in entries:
-        r = rep["resources"]
+        r = {k: f"{v['used']}/{v['total']}" for k, v in rep["resources"].items()}
         lines.append(
             f"| {rep['board']} | {rep['device']} | {rep['pe']} | {rep['target_mhz']:g} | "
-            f"{rep['fmax_mhz']:.1f} | {rep['peak_gops']:.3g} | "
-            f"{r['lut']['used']}/{r['lut']['total']} | {r['ff']['used']}/{r['ff']['total']} | "
-            f"{r['dsp']['used']}/{r['dsp']['total']} | {r['bram']['used']}/"
-            f"{r['bram']['total']} | {meas['link_images_per_s']:.1f} | "
+            f"{rep['fmax_mhz']:.1f} | {rep['peak_gops']:.3g} | {r['LUT']} | {r['FF']} | "
+            f"{r['DSP']} | {r['BRAM']} | {meas['link_images_per_s']:.1f} | "
             f"{meas['compute_images_per_s']:.0f} |")
     return "\n".join(lines)
 

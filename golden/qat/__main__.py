@@ -10,18 +10,19 @@ status 2.
 """
 
 import argparse
-import os
 import sys
 import time
 
 from threadpoolctl import threadpool_limits
 
-from ..cli import ArgumentParser, positive_int
+from ..cli import ArgumentParser, nonnegative_int, positive_int
 from ..nets import MODELS
 from ..nets.source import labelled_data, model_argument, open_model
 from ..nets.train import accuracy as float_accuracy
 from ..ptq import calibrate as cal
+from ..ptq.__main__ import _save_input
 from ..ptq.quantizer import BITS, Config, accuracy, quantize_model
+from ..tflite_io import save_tflite
 from .model import METHODS, QATModel
 from .train import train
 
@@ -113,7 +114,7 @@ def _parser():
                    help=f"peak learning rate (default: {DEFAULTS['cnn']['lr']})")
     p.add_argument("--batch", type=positive_int, default=32, metavar="N",
                    help="batch size (default: %(default)s)")
-    p.add_argument("--freeze-bn", type=int, metavar="N",
+    p.add_argument("--freeze-bn", type=nonnegative_int, metavar="N",
                    help="epochs before batch-norm statistics freeze (default: a third)")
     p.add_argument("--init", metavar="PTQ_OPTIONS",
                    help="start from a PTQ result, e.g. calib=mse,weight-range=mse,cle,"
@@ -124,9 +125,16 @@ def _parser():
     p.add_argument("--labels", metavar="Y.npy", help="integer labels of --data")
     p.add_argument("--calib-samples", type=positive_int, default=512, metavar="N",
                    help="training samples that set initial ranges (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default: 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="shuffle seed (default: 0)")
     p.add_argument("--out", metavar="OUT.tflite", help="write the int8 network here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument("--save-input", metavar="X.npy",
+                   help="also write held-out samples quantized as the exported network's "
+                        "int8 input (for golden.run / sim.run)")
+    p.add_argument("--save-input-samples", type=positive_int, default=16, metavar="N",
+                   help="samples in --save-input (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out / --save-input files that already exist")
     p.add_argument("--report", action="store_true",
                    help=f"train every method at every bit width on both shipped networks "
                         f"and write {REPORT_PATH} with plots (other options ignored)")
@@ -135,28 +143,16 @@ def _parser():
     return p
 
 
-def _check_output(path, force):
-    """Refuse an output we could not write, before any work."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot write {path}: no directory {folder}")
-    if os.path.isdir(path):
-        raise ValueError(f"cannot write {path}: it is a directory")
-    if os.path.exists(path) and not force:
-        raise ValueError(f"{path} exists (use --force to overwrite)")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path}: {folder} is not writable")
-
-
 def _train(args, parser):
-    if args.freeze_bn is not None and args.freeze_bn < 0:
-        parser.error(f"argument --freeze-bn: must be >= 0, not {args.freeze_bn}")
     try:
         init = parse_init(args.init, args.weight_bits) if args.init is not None else None
     except ValueError as e:
         parser.error(f"argument --init: {e}")
-    if args.out:
-        _check_output(args.out, args.force)
+    for option, path in (("--out", args.out), ("--save-input", args.save_input)):
+        if path is not None:
+            parser.check_output_file(path, option, force=args.force)
+    if args.out is not None and args.out == args.save_input:
+        parser.error("argument --save-input: must differ from --out")
     net = open_model(args.model)
     data = labelled_data(net, args.data, args.labels)
     defaults = DEFAULTS.get(args.model, DEFAULTS["cnn"])
@@ -175,11 +171,12 @@ def _train(args, parser):
           f"int top-1 {100 * accuracy(network, x, y):.2f}%  "
           f"({args.method} W{args.weight_bits}A{args.act_bits}, {epochs} epochs, "
           f"{seconds:.0f} s, {len(x)} held-out samples, exported integer network)")
-    if args.out:
-        from ..tflite_io import save_tflite
-
+    if args.out is not None:
         save_tflite(network, args.out)
         print(f"{net.name}: wrote {args.out}")
+    if args.save_input is not None:
+        _save_input(network, x[:args.save_input_samples], args.save_input)
+        print(f"{net.name}: wrote {args.save_input}")
 
 
 def main(argv=None):
@@ -191,6 +188,7 @@ def main(argv=None):
             if args.report:
                 from .report import write_report
 
+                parser.check_output_file(args.report_path, "--report-path")
                 write_report(args.report_path)
             else:
                 _train(args, parser)

@@ -270,7 +270,7 @@ def test_mlp_w4a4_trains_close_to_float(mlp_setup):
     (["--lr", "2"], "--lr: must be a number in (0, 1)"),
     (["--init", "calib=magic"], "--init: calib must be one of"),
     (["--init", "cle,fast"], "--init: unknown item 'fast'"),
-    (["--freeze-bn", "-1"], "--freeze-bn: must be >= 0"),
+    (["--freeze-bn", "-1"], "--freeze-bn: must be a non-negative integer"),
 ])
 def test_cli_bad_options_are_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
@@ -284,14 +284,20 @@ def test_cli_refuses_outputs_and_data_before_training(capsys, tmp_path):
     existing = tmp_path / "m.tflite"
     existing.write_bytes(b"keep")
     for argv, message in [
-        (["--out", str(tmp_path / "no" / "m.tflite")], "no directory"),
-        (["--out", str(existing)], "exists (use --force to overwrite)"),
-        (["--data", str(existing)], "--data and --labels go together"),
-        (["--report", "--report-path", str(tmp_path / "no" / "r.md")], "not a writable"),
+        (["--out", str(tmp_path / "no" / "m.tflite")], "--out: directory"),
+        (["--out", str(existing)], "exists; pass --force to overwrite it"),
+        (["--out", str(existing), "--save-input", str(existing), "--force"],
+         "--save-input: must differ from --out"),
+        (["--report", "--report-path", str(tmp_path / "no" / "r.md")], "--report-path"),
     ]:
-        assert qat_main(argv) == 2
+        with pytest.raises(SystemExit) as e:
+            qat_main(argv)
+        assert e.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("golden.qat: error:") and err.count("\n") == 1 and message in err
+        assert err.count("\n") == 1 and message in err
+    assert qat_main(["--data", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err == "golden.qat: error: --data and --labels go together\n"
     assert existing.read_bytes() == b"keep"
 
 
@@ -299,7 +305,7 @@ def test_cli_trains_and_exports(capsys, tmp_path):
     out = tmp_path / "mlp_w4a4.tflite"
     assert qat_main(["--model", "mlp", "--method", "pact", "--weight-bits", "4",
                      "--act-bits", "4", "--epochs", "1", "--calib-samples", "64",
-                     "--out", str(out)]) == 0
+                     "--out", str(out), "--save-input", str(tmp_path / "x.npy")]) == 0
     text = capsys.readouterr().out
     assert "mlp: float top-1 98.00%  int top-1" in text
     network = load_tflite(out)
@@ -309,6 +315,8 @@ def test_cli_trains_and_exports(capsys, tmp_path):
     printed = float(text.split("int top-1 ")[1].split("%")[0])
     assert printed == pytest.approx(100 * accuracy(network, d["x_test"], d["y_test"]),
                                     abs=0.005)
+    xq = np.load(tmp_path / "x.npy")
+    np.testing.assert_array_equal(xq, network.quantize(0, d["x_test"][:16]))
 
 
 def test_cli_trains_an_imported_float_model_from_ptq(capsys, tmp_path):

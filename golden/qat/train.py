@@ -15,9 +15,16 @@ import numpy as np
 from ..nets.train import softmax_cross_entropy
 from ..ptq.progress import Progress
 
-__all__ = ["OFFSET_LR", "Adam", "train"]
+__all__ = ["LR", "OFFSET_LR", "default_epochs", "Adam", "train"]
 
+LR = 1e-3
 OFFSET_LR = 10.0
+
+
+def default_epochs(weight_bits):
+    """Training epochs the command line and the report use: 10, or 20 at 3-bit and 30 at
+    2-bit weights, where the network has the most to relearn."""
+    return {2: 30, 3: 20}.get(weight_bits, 10)
 _QUANTIZER = ("ws", "s", "alpha")
 
 
@@ -44,7 +51,7 @@ class Adam:
                 np.maximum(self.params[k], 1e-8, out=self.params[k])
 
 
-def train(model, x, y, *, epochs, batch=32, lr=1e-3, freeze_bn=None, seed=0,
+def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=None, seed=0,
           stream=sys.stderr):
     """Fine-tune ``model`` in place.
 

@@ -17,8 +17,8 @@ from golden.nets.train import softmax_cross_entropy
 from golden.ptq import calibrate as cal
 from golden.ptq.quantizer import Config, accuracy, quantize_model
 from golden.qat import QATModel, train
-from golden.qat.__main__ import DEFAULTS, parse_init
 from golden.qat.__main__ import main as qat_main
+from golden.qat.__main__ import parse_init
 from golden.tflite_io import load_tflite, to_tflite_bytes
 
 from .netbuild import litert_run
@@ -343,7 +343,7 @@ def test_report_writes_tables_and_plots(monkeypatch, tmp_path):
     monkeypatch.setattr(report, "METHODS", ("lsq",))
     monkeypatch.setattr(report, "PTQ_RECIPES", report.PTQ_RECIPES[:1])
     monkeypatch.setattr(report, "CALIB_SAMPLES", 64)
-    monkeypatch.setitem(DEFAULTS, "mlp", {"epochs": 1, "lr": 1e-3})
+    monkeypatch.setattr(report, "EPOCHS", 1)
     path = tmp_path / "qat.md"
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         assert qat_main(["--report", "--report-path", str(path)]) == 0

@@ -48,7 +48,7 @@ def _memory(text):
     scale = units.get(t[-1:], 1)
     try:
         value = int(float(t[:-1] if scale > 1 else t) * scale)
-    except ValueError:
+    except (ValueError, OverflowError):
         value = 0
     if value < 2**20:
         raise argparse.ArgumentTypeError(f"must be a size of at least 1M such as 512M or "
@@ -142,18 +142,19 @@ def _plan(net, feeds, args):
     batch = next(iter(feeds.values())).shape[0]
     per_sample = net.run_bytes_per_sample()
     if args.chunk is not None:
-        chunk = min(args.chunk, batch)
-        need = chunk * per_sample
-        free = available_memory()
-        if free is not None and need > free:
-            raise ValueError(f"--chunk {args.chunk} needs about {format_bytes(need)} of "
-                             f"memory ({format_bytes(per_sample)} per sample); "
-                             f"{format_bytes(free)} is available")
+        chunk, option = min(args.chunk, batch), f"--chunk {args.chunk}"
     else:
         if per_sample > args.memory:
             raise ValueError(f"one sample needs about {format_bytes(per_sample)} of memory, "
                              f"more than --memory {format_bytes(args.memory)}")
-        chunk = min(batch, args.memory // per_sample)
+        chunk, option = min(batch, args.memory // per_sample), \
+            f"--memory {format_bytes(args.memory)}"
+    free = available_memory()
+    if free is not None and chunk * per_sample > free:
+        raise ValueError(f"{option}: chunks of {chunk} samples need about "
+                         f"{format_bytes(chunk * per_sample)} of memory "
+                         f"({format_bytes(per_sample)} per sample); {format_bytes(free)} "
+                         f"is available")
     activation = sum(int(np.prod(t.shape)) for t in net.tensors if t.data is None)
     constant = sum(np.asarray(t.data).nbytes for t in net.tensors if t.data is not None)
     return batch, chunk, batch * activation + constant
@@ -170,11 +171,10 @@ def _check_outputs(net, args, total):
                 raise ValueError(f"input {path} is also an output file of this run "
                                  f"({os.path.join(args.out_dir, name)}); choose another "
                                  f"--out-dir")
-    if not args.force:
-        if existing:
-            raise ValueError(f"{os.path.join(args.out_dir, existing[0])} exists "
-                             f"({len(existing)} output file(s) in {args.out_dir}); pass "
-                             f"--force to overwrite")
+    if existing and not args.force:
+        raise ValueError(f"{os.path.join(args.out_dir, existing[0])} exists "
+                         f"({len(existing)} output file(s) in {args.out_dir}); pass "
+                         f"--force to overwrite")
     free = shutil.disk_usage(args.out_dir).free
     if total > free:
         raise ValueError(f"the tensors take {format_bytes(total)}; {args.out_dir} has "

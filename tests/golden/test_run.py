@@ -222,6 +222,7 @@ def test_bad_arguments(model, tmp_path):
         (("--out-dir", tmp_path / "o", "--chunk", "0"), "--chunk: must be a positive"),
         (("--out-dir", tmp_path / "o", "--memory", "lots"), "--memory: must be a size"),
         (("--out-dir", tmp_path / "o", "--memory", "1k"), "--memory: must be a size"),
+        (("--out-dir", tmp_path / "o", "--memory", "infG"), "--memory: must be a size"),
     ]:
         assert_one_line_error(run_cli(path, *x, *extra), fragment)
 
@@ -243,10 +244,13 @@ def test_limits_are_checked_before_allocating(model, tmp_path):
     batch, chunk, total = run._plan(net, huge, argparse.Namespace(chunk=None, memory=2**26))
     assert batch == 10**12 and chunk == 2**26 // per_sample
     assert total > 10**12 * 8 * 8 * 2
-    with pytest.raises(ValueError, match=r"^--chunk 1000000000000 needs about .* available"):
+    with pytest.raises(ValueError, match=r"^--chunk 1000000000000: chunks of 1000000000000 "
+                                         r"samples need about .* is available"):
         run._plan(net, huge, argparse.Namespace(chunk=10**12, memory=2**26))
     with pytest.raises(ValueError, match=r"one sample needs about .* more than --memory"):
         run._plan(net, huge, argparse.Namespace(chunk=None, memory=per_sample - 1))
+    with pytest.raises(ValueError, match=r"^--memory .* is available"):
+        run._plan(net, huge, argparse.Namespace(chunk=None, memory=2**60))
     args = argparse.Namespace(out_dir=str(tmp_path / "o"), force=False, input=[])
     with pytest.raises(ValueError, match=r"the tensors take .* free"):
         run._check_outputs(net, args, total)

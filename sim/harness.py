@@ -21,6 +21,7 @@ Test data crosses the process boundary as files: the pytest side writes a case
 pytest side compares that with the golden model. See :func:`run`.
 """
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -167,19 +168,65 @@ def _say(line):
 
 
 def _runner(full_visibility):
-    """cocotb's Verilator runner, minus its blanket ``--public-flat-rw`` unless asked."""
+    """cocotb's Verilator runner, minus its blanket ``--public-flat-rw`` unless asked, with
+    Verilator's runtime library compiled once and shared (:func:`_shared_runtime`)."""
     from cocotb_tools.runner import Verilator
 
-    class PortsPublic(Verilator):
+    class Runner(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
-            if "--public-flat-rw" not in cmds[0]:
-                raise RuntimeError("cocotb's Verilator runner no longer passes "
-                                   "--public-flat-rw; sim.harness must be updated")
-            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            if not full_visibility:
+                if "--public-flat-rw" not in cmds[0]:
+                    raise RuntimeError("cocotb's Verilator runner no longer passes "
+                                       "--public-flat-rw; sim.harness must be updated")
+                cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
             return cmds
 
-    return Verilator() if full_visibility else PortsPublic()
+        def _execute_cmds(self, cmds, cwd, stdout=None):
+            for cmd in cmds:
+                if cmd[0] == "make":
+                    with _shared_runtime(self.build_dir):
+                        super()._execute_cmds([cmd], cwd, stdout)
+                else:
+                    super()._execute_cmds([cmd], cwd, stdout)
+
+    return Runner()
+
+
+@contextlib.contextmanager
+def _shared_runtime(build_dir):
+    """Around ``make``: reuse Verilator's runtime objects (``verilated*.o``) compiled by an
+    earlier build with the same settings, or keep this build's for the next.
+
+    They do not depend on the design, only on Verilator, the compiler and the model's
+    feature switches (tracing, coverage, ...), which key the shared copy. Compiling them
+    costs about 14 s of CPU, most of a small design's build. A restored object is newer
+    than the makefile, so ``make`` keeps it.
+    """
+    import verilator
+
+    classes = (build_dir / "Vtop_classes.mk").read_text()
+    switches = re.findall(r"^VM_\w+ = .*$", classes, re.MULTILINE)
+    # "VM_GLOBAL_FAST += \" followed by one "  name \" line per runtime source file
+    lists = re.findall(r"^VM_GLOBAL_\w+ \+= \\\n((?:\s+\w+ \\\n)*)", classes, re.MULTILINE)
+    objects = [f"{name}.o" for names in lists for name in re.findall(r"\w+", names)]
+    key = hashlib.sha256("\0".join([verilator.__version__, os.environ.get("CXX", ""),
+                                    os.environ.get("CXXFLAGS", ""), *switches, *objects])
+                         .encode()).hexdigest()[:16]
+    shared = _cache_root() / f"runtime-{key}"
+    if shared.is_dir():
+        for obj in objects:
+            shutil.copyfile(shared / obj, build_dir / obj)
+        yield
+        return
+    yield
+    staging = Path(tempfile.mkdtemp(dir=_cache_root(), prefix=".runtime-"))
+    for obj in objects:
+        shutil.copyfile(build_dir / obj, staging / obj)
+    try:
+        staging.rename(shared)
+    except OSError:     # another build stored the same runtime first
+        shutil.rmtree(staging)
 
 
 def _build_locked(verilog_text, toplevel, build_dir, control, waves):

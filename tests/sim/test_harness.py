@@ -91,3 +91,15 @@ def test_waves_trace_internals(tmp_path):
                 env=env, waves=True)
     trace = (tmp_path / "dump.vcd").read_text()
     assert " steps " in trace and " total " in trace
+
+
+def test_runtime_is_compiled_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMAC_SIM_CACHE", str(tmp_path / "cache"))
+    first = harness.build(VERILOG)
+    assert "verilated_vpi.cpp" in (first / "build.log").read_text()
+    second = harness.build(VERILOG, public=[("top", "steps")])
+    assert "verilated_vpi.cpp" not in (second / "build.log").read_text()
+    a, cycles, env = case(tmp_path)
+    harness.run(second, "sim.tb.counter_tb", testcase="peek", test_dir=tmp_path, env=env)
+    out = np.load(tmp_path / "out.npz")
+    assert (int(out["total"]), int(out["steps"])) == (a * cycles, cycles)

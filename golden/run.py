@@ -87,9 +87,13 @@ def _parser():
 def _load_input(path):
     try:
         # Memory-mapped: a chunk at a time is read, never the whole batch.
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"cannot read input {path}: {e}") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise ValueError(f"cannot read input {path}: an .npz archive, not one .npy array")
+    return x
 
 
 def _check_input(net, index, path, x):

@@ -208,6 +208,10 @@ def test_missing_files(model, tmp_path):
     (tmp_path / "x.npy").write_bytes(b"not npy")
     result = run_cli(path, "--input", tmp_path / "x.npy", "--out-dir", tmp_path / "o")
     assert_one_line_error(result, "cannot read input")
+    with open(tmp_path / "z.npy", "wb") as f:
+        np.savez(f, x=np.zeros((1, 8, 8, 2), np.int8))
+    result = run_cli(path, "--input", tmp_path / "z.npy", "--out-dir", tmp_path / "o")
+    assert_one_line_error(result, "cannot read input", "an .npz archive")
 
 
 def test_bad_arguments(model, tmp_path):

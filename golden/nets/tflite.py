@@ -309,8 +309,11 @@ def _float_net(model, name):
         if kind == "CUSTOM":
             kind = f"CUSTOM {_text(codes[op.opcodeIndex].customCode)!r}"
         if kind not in _SUPPORTED:
+            hint = ""
+            if kind == "SOFTMAX" and k == len(sg.operators) - 1:
+                hint = " (a final SOFTMAX does not change the top-1: convert without it)"
             raise TFLiteError(f"unsupported operator {kind} (op {k}); a float model may use "
-                              f"{', '.join(_SUPPORTED)}")
+                              f"{', '.join(_SUPPORTED)}{hint}")
         _operator(r, kind, op, f"op {k} {kind}")
     out = int(outputs[0])
     if not r.nodes or r.names.get(out) != r.nodes[-1].name:

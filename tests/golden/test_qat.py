@@ -350,3 +350,35 @@ def test_report_writes_tables_and_plots(monkeypatch, tmp_path):
     text = path.read_text()
     assert "| W4A4 |" in text and "![mlp: accuracy against bits](qat-mlp.png)" in text
     assert (tmp_path / "qat-mlp.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_imported_model_with_relu6_trains_exactly():
+    """QAT on a float model written by hand (stride-2 VALID conv with ReLU6, depthwise,
+    ADD, 1x1 average and 5x5 max pooling, FC on a 4-D tensor): the training forward pass
+    is still the exported integer network, which LiteRT runs."""
+    from golden.nets.tflite import from_float_tflite_bytes
+
+    from .test_float_import import hand_model
+
+    rng = np.random.default_rng(7)
+    net = from_float_tflite_bytes(hand_model(rng))
+    x = rng.uniform(-2, 2, (64, 12, 12, 3))
+    y = net(x).argmax(axis=1)
+    for method in ("lsq+", "pact"):
+        model = QATModel(net, method, 3, 4, x[:32])
+        train(model, x, y, epochs=1, batch=16, stream=None)
+        network = model.export().to_network()
+        _, acts = model.forward(x, keep=True)
+        got = network.run(network.quantize(0, x))
+        names = {t.name: i for i, t in enumerate(network.tensors)}
+        for la in model.layers:
+            i = names[la.name]
+            np.testing.assert_array_equal(network.dequantize(i, got[i]), acts[la.name],
+                                          err_msg=f"{method} {la.name}")
+        relu6 = names[model.layers[0].name]
+        s, z = network.tensors[relu6].quant.scale[0], network.tensors[relu6].quant.zero_point[0]
+        assert z == 128 - 16 and got[relu6].min() >= z
+        assert got[relu6].max() <= min(127, z + round(6 / s))
+        ref = litert_run(to_tflite_bytes(network), {0: network.quantize(0, x)})
+        out = network.outputs[0]
+        assert np.abs(ref[out].reshape(got[out].shape) - got[out].astype(int)).max() <= 1

@@ -16,9 +16,12 @@ MAX_POOL_2D
 RESHAPE             to (batch, K): a flatten
 ==================  =====================================================================
 
-with fused NONE, RELU or RELU6 activations. Anything else (another operator, a quantized
-or float16 model, a broadcasting ADD, overlapping pooling) is refused with one
-:class:`~golden.tflite_io.TFLiteError` naming the operator or tensor.
+with fused NONE, RELU or RELU6 activations. A standalone RELU / RELU6 after such a layer or
+ADD is fused into it, and a MEAN over height and width (global average pooling, as
+Keras's ``GlobalAveragePooling2D`` converts) becomes an average pool of the whole map.
+Anything else (another operator, a quantized or float16 model, a broadcasting ADD,
+overlapping pooling) is refused with one :class:`~golden.tflite_io.TFLiteError` naming
+the operator or tensor.
 
 :func:`to_float_tflite_bytes` writes a float network (batch norms folded) in the same
 form, so the shipped networks have float reference models that LiteRT runs.
@@ -48,7 +51,7 @@ _TYPE_NAMES = _enum_names(fb.TensorType)
 _ACTIVATION_NAMES = _enum_names(fb.ActivationFunctionType)
 _PADDING_NAMES = _enum_names(fb.Padding)
 _SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D",
-              "MAX_POOL_2D", "RESHAPE")
+              "MAX_POOL_2D", "RESHAPE", "MEAN", "RELU", "RELU6")
 _FILE_IDENTIFIER = b"TFL3"
 
 
@@ -125,10 +128,11 @@ class _Reader:
         self.used.add(name)
         return name
 
-    def add(self, index, kind, inputs, params=None, options=None, shape=None):
-        """Append a node computing tensor ``index`` (None: a node the file has implicitly)."""
-        text = f"{inputs[0]}/flat" if index is None else \
-            _text(self.tensors[index].name) or f"t{index}"
+    def add(self, index, kind, inputs, params=None, options=None, shape=None, text=None):
+        """Append a node computing tensor ``index`` (None: a node the file has implicitly,
+        named ``text``)."""
+        if index is not None:
+            text = _text(self.tensors[index].name) or f"t{index}"
         name = self.unique(text)
         self.nodes.append(Node(name, kind, inputs, params or {}, options or {}))
         if index is not None:
@@ -184,7 +188,7 @@ def _weighted(r, kind, op, where):
             raise TFLiteError(f"{where}: input of shape {list(shape)} does not hold K = "
                               f"{w.shape[1]} values per sample")
         if len(shape) != 1:
-            x = r.add(None, "reshape", [x], shape=(w.shape[1],))
+            x = r.add(None, "reshape", [x], shape=(w.shape[1],), text=f"{x}/flat")
         n, out = w.shape[0], (w.shape[0],)
         node_kind = "fc"
     else:
@@ -224,6 +228,10 @@ def _operator(r, kind, op, where):
         return _weighted(r, kind, op, where)
     ins = [int(i) for i in op.inputs or []]
     o = op.builtinOptions
+    if kind in ("RELU", "RELU6"):
+        return _fuse_activation(r, kind, ins, outs[0], where)
+    if kind == "MEAN":
+        return _global_mean(r, ins, outs[0], o, where)
     if kind == "ADD":
         if len(ins) != 2:
             raise TFLiteError(f"{where}: needs two inputs")
@@ -257,6 +265,45 @@ def _operator(r, kind, op, where):
     out = (shape[0] // size[0], shape[1] // size[1], shape[2])
     return r.add(outs[0], "maxpool" if kind == "MAX_POOL_2D" else "avgpool", [x],
                  options={"size": size}, shape=out)
+
+
+def _fuse_activation(r, kind, ins, out, where):
+    """A standalone RELU / RELU6 joins the layer or ADD that feeds it, as TFLite fuses it."""
+    if len(ins) != 1:
+        raise TFLiteError(f"{where}: needs one input")
+    x = r.activation(ins[0], where)
+    src = next((n for n in r.nodes if n.name == x), None)
+    if src is None or src.kind not in ("conv", "dwconv", "fc", "add") or \
+            src.activation != "NONE" or \
+            sum(1 for o in r.sg.operators or [] if ins[0] in list(o.inputs or [])) != 1:
+        raise TFLiteError(f"{where}: only an activation on the single output of a conv, "
+                          f"depthwise, fully-connected or ADD with none of its own is supported")
+    src.options["activation"] = kind
+    r.names[out] = x
+    return x
+
+
+def _global_mean(r, ins, out, o, where):
+    """MEAN over height and width (global average pooling) as an average pool of the whole
+    map, flattened unless ``keep_dims``."""
+    if len(ins) != 2:
+        raise TFLiteError(f"{where}: needs an input and an axis tensor")
+    x = r.activation(ins[0], where)
+    shape = r.shapes[x]
+    t = r.tensors[ins[1]]
+    raw = r.buffers[t.buffer].data if 0 <= t.buffer < len(r.buffers) else None
+    if t.type != fb.TensorType.INT32 or raw is None or len(raw) == 0:
+        raise TFLiteError(f"{where}: the axes must be a constant int32 tensor")
+    axes = sorted(int(a) % 4 for a in np.frombuffer(bytes(raw), dtype="<i4"))
+    if len(shape) != 3 or axes != [1, 2]:
+        raise TFLiteError(f"{where}: only a mean over height and width of an (H, W, C) "
+                          f"tensor is supported, not axes {axes} of {list(shape)}")
+    keep = bool(getattr(o, "keepDims", False))
+    name = r.add(out if keep else None, "avgpool", [x], options={"size": shape[:2]},
+                 shape=(1, 1, shape[2]), text=f"{x}/mean")
+    if keep:
+        return name
+    return r.add(out, "reshape", [name], shape=(shape[2],))
 
 
 def from_float_tflite_bytes(data, name=None):

@@ -183,10 +183,17 @@ def softmax_tail(h, out):
                 fb.BuiltinOptions.SoftmaxOptions)
 
 
+def mean_tail(h, out):
+    axes = h.tensor((1,), np.array([1]), dtype=fb.TensorType.INT32)
+    return h.op("MEAN", [out, axes], (1,), fb.ReducerOptionsT(keepDims=False),
+                fb.BuiltinOptions.ReducerOptions)
+
+
 def test_errors_are_one_clear_message(tmp_path):
     rng = np.random.default_rng(5)
     cases = [
-        (hand_model(rng, softmax_tail), r"unsupported operator SOFTMAX \(op 6\)"),
+        (hand_model(rng, mean_tail), "only a mean over height and width"),
+        (hand_model(rng, softmax_tail), r"unsupported operator SOFTMAX \(op 6\).*final SOFTMAX"),
         (hand_model(rng, dw_multiplier=2), "only depth multiplier 1"),
         (b"\x00" * 16, "TFL3"),
         (hand_model(rng)[:200], "malformed"),
@@ -199,7 +206,7 @@ def test_errors_are_one_clear_message(tmp_path):
             from_float_tflite_bytes(data)
 
     path = tmp_path / "softmax.tflite"
-    path.write_bytes(cases[0][0])
+    path.write_bytes(cases[1][0])
     err = io.StringIO()
     with redirect_stderr(err), redirect_stdout(io.StringIO()):
         assert ptq_main(["--model", str(path), "--calib-data", str(path)]) == 2
@@ -223,3 +230,48 @@ def test_ptq_cli_on_a_float_file(tmp_path):
         assert ptq_main(["--model", "golden/data/mlp_float.tflite", "--calib-data",
                          str(bad)]) == 2
     assert "must have shape (N, 64)" in err.getvalue()
+
+
+def keras_like_model(rng, keep_dims):
+    """Conv without fused activation + a standalone RELU6, a residual ADD + a standalone
+    RELU, global average pooling as MEAN (as Keras converts GlobalAveragePooling2D), FC."""
+    h = Hand()
+    act = fb.ActivationFunctionType
+    x = h.tensor((1, 6, 6, 2), name="x")
+    w = h.tensor((4, 3, 3, 2), rng.normal(0, 0.5, (4, 3, 3, 2)))
+    b = h.tensor((4,), rng.normal(0, 0.2, 4))
+    c = h.op("CONV_2D", [x, w, b], (1, 6, 6, 4), conv_opts(), fb.BuiltinOptions.Conv2DOptions)
+    r6 = h.op("RELU6", [c], (1, 6, 6, 4))
+    w2 = h.tensor((4, 1, 1, 4), rng.normal(0, 0.5, (4, 1, 1, 4)))
+    b2 = h.tensor((4,), rng.normal(0, 0.2, 4))
+    c2 = h.op("CONV_2D", [r6, w2, b2], (1, 6, 6, 4), conv_opts(),
+              fb.BuiltinOptions.Conv2DOptions)
+    a = h.op("ADD", [r6, c2], (1, 6, 6, 4), fb.AddOptionsT(fusedActivationFunction=act.NONE),
+             fb.BuiltinOptions.AddOptions)
+    r = h.op("RELU", [a], (1, 6, 6, 4))
+    axes = h.tensor((2,), np.array([1, 2]), dtype=fb.TensorType.INT32)
+    m = h.op("MEAN", [r, axes], (1, 1, 1, 4) if keep_dims else (1, 4),
+             fb.ReducerOptionsT(keepDims=keep_dims), fb.BuiltinOptions.ReducerOptions)
+    wf = h.tensor((3, 4), rng.normal(0, 0.5, (3, 4)))
+    bf = h.tensor((3,), rng.normal(0, 0.1, 3))
+    out = h.op("FULLY_CONNECTED", [m, wf, bf], (1, 3),
+               fb.FullyConnectedOptionsT(fusedActivationFunction=act.NONE),
+               fb.BuiltinOptions.FullyConnectedOptions)
+    return h.bytes([x], [out])
+
+
+@pytest.mark.parametrize("keep_dims", [False, True])
+def test_standalone_activations_and_global_mean(keep_dims):
+    rng = np.random.default_rng(8)
+    model = keras_like_model(rng, keep_dims)
+    net = from_float_tflite_bytes(model)
+    assert [(n.kind, n.activation) for n in net.nodes][:4] == [
+        ("conv", "RELU6"), ("conv", "NONE"), ("add", "RELU"), ("avgpool", "NONE")]
+    x = rng.uniform(-2, 2, (32, 6, 6, 2))
+    assert_close(net(x), litert_float(model, x))
+    network = quantize_model(net, x, Config(), stream=None).to_network()
+    xq = network.quantize(0, x)
+    ref = litert_run(to_tflite_bytes(network), {0: xq})
+    out = network.outputs[0]
+    got = network.run(xq)[out]
+    assert np.abs(ref[out].reshape(got.shape) - got.astype(int)).max() <= 1

@@ -42,7 +42,7 @@ TIMESCALE = ("1ns", "1ps")
 # -CFLAGS -O1 made gcc spend over 20 minutes on the VPI symbol table of an 8x8 array.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast")
 DEBUG_ENV = "QMAC_SIM_DEBUG"
-PROGRESS_EVERY = 15     # seconds between "still building" lines
+PROGRESS_EVERY = 30     # seconds between "still building" lines in a log
 
 
 class SimulationFailed(AssertionError):
@@ -245,9 +245,16 @@ def _build_locked(verilog_text, toplevel, build_dir, control, waves):
     started = time.perf_counter()
     stop = threading.Event()
 
+    # On a terminal one line counts up in place; in a log, a line now and then.
+    live = sys.stderr.isatty()
+
     def progress():
-        while not stop.wait(PROGRESS_EVERY):
-            _say(f"building Verilator model ... ({time.perf_counter() - started:.0f} s)")
+        while not stop.wait(1 if live else PROGRESS_EVERY):
+            line = f"building Verilator model ... ({time.perf_counter() - started:.0f} s)"
+            if live:
+                print(f"\rsim.harness: {line}", end="", file=sys.stderr, flush=True)
+            else:
+                _say(line)
 
     ticker = threading.Thread(target=progress, daemon=True)
     ticker.start()
@@ -266,6 +273,8 @@ def _build_locked(verilog_text, toplevel, build_dir, control, waves):
     finally:
         stop.set()
         ticker.join()
+        if live:
+            print(file=sys.stderr)
     (build_dir / ".built").touch()
     _say(f"built Verilator model in {time.perf_counter() - started:.1f} s")
 

@@ -6,10 +6,12 @@ Datapath, for a tile whose ``last`` beat enters the PE grid in cycle ``T``::
                                                                   │ PE (r, c) sees the last
                                                                   │ step in cycle T + r + c
     o ◄─ FIFO ◄─ row register ◄─ one-hot row select ◄─ result registers of row r,
-                                                        complete in cycle T + r + C
+                                                        complete in cycle
+                                                        T + r + C - 1 + PE latency
 
-The flags of a step travel with the operands, so the flags leaving the right edge of row
-``r`` (``a_out`` of PE (r, C-1)) mark the cycle in which that row's results are complete.
+The flags of a step travel with the operands, so ``done`` of PE (r, C-1), the last PE of
+row ``r`` to see a tile's ``last`` step, marks the cycle in which that row's results are
+complete.
 Rows of one tile complete on consecutive cycles and are written one per cycle into an
 output FIFO, while the next tile already computes in the accumulators.
 
@@ -28,10 +30,12 @@ neither rule bites and the array accepts one beat per cycle.
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import MAX_DIM
+from .mul import LATENCY as MUL_LATENCY
+from .mul import check_impl
 from .pe import PE, Operand
 
 __all__ = ["SystolicArray"]
@@ -53,6 +57,9 @@ class SystolicArray(wiring.Component):
         C, weight lanes, 1..64.
     acc_width : int
         Accumulator bits per PE, at least 16.
+    multipliers : sequence of str or None
+        How each PE builds its product (:class:`hw.mul.Multiplier`), row-major, R x C
+        entries; None makes every one ``"dsp"``. The results do not depend on it.
 
     Members
     -------
@@ -66,12 +73,21 @@ class SystolicArray(wiring.Component):
         R beats per tile, row 0 first. Backpressure never loses data.
     """
 
-    def __init__(self, rows, cols, acc_width=32):
+    def __init__(self, rows, cols, acc_width=32, *, multipliers=None):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
         if not isinstance(acc_width, int) or acc_width < 16:
             raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
+        if multipliers is None:
+            multipliers = ["dsp"] * (rows * cols)
+        multipliers = list(multipliers)
+        if len(multipliers) != rows * cols:
+            raise ValueError(f"multipliers must have {rows * cols} entries, "
+                             f"not {len(multipliers)}")
+        for impl in multipliers:
+            check_impl(impl)
+        self._multipliers = multipliers
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -102,12 +118,21 @@ class SystolicArray(wiring.Component):
         return max(self._rows, self._cols)
 
     @property
+    def multipliers(self):
+        """How each PE builds its product, row-major."""
+        return tuple(self._multipliers)
+
+    @property
+    def pe_latency(self):
+        return MUL_LATENCY + 1
+
+    @property
     def latency(self):
         """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
 
-        Input stage 1, grid to the right edge of row 0 ``C``, row register 1, FIFO 2.
+        Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
         """
-        return self._cols + 4
+        return self._cols + self.pe_latency + 3
 
     @property
     def fifo_depth(self):
@@ -115,9 +140,9 @@ class SystolicArray(wiring.Component):
 
         When a ``last`` beat enters ``max(R, C) >= R`` cycles after the previous one, only
         rows of earlier tiles whose credits return within the next ``latency - 1 + R -
-        max(R, C) <= C + 3`` cycles are still out; the new tile needs R more.
+        max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more.
         """
-        return self._rows + self._cols + 3
+        return self._rows + self.latency - 1
 
     def elaborate(self, platform):
         m = Module()
@@ -164,7 +189,8 @@ class SystolicArray(wiring.Component):
         west = [skewed(stage.a[r], r, "a") for r in range(R)]
         north = [skewed(stage.b[c], c, "b") for c in range(C)]
 
-        pes = [[PE(self._acc_width) for _ in range(C)] for _ in range(R)]
+        pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c]) for c in range(C)]
+               for r in range(R)]
         for r in range(R):
             for c in range(C):
                 pe = m.submodules[f"pe_{r}_{c}"] = pes[r][c]
@@ -177,21 +203,42 @@ class SystolicArray(wiring.Component):
         # the row select is one-hot and an AND-OR mux suffices.
         row = Signal(data.ArrayLayout(signed(self._acc_width), C))
         row_valid = Signal()
-        complete = [pes[r][C - 1].a_out.valid & pes[r][C - 1].a_out.last for r in range(R)]
+        complete = [pes[r][C - 1].done for r in range(R)]
         select = 0
         for r in range(R):
             results = Cat(pes[r][c].result for c in range(C))
             select = select | (results & complete[r].replicate(len(results)))
         m.d.sync += [row.eq(select), row_valid.eq(Cat(complete).any())]
 
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(row.as_value()),
-                                                    depth=self.fifo_depth)
+        # Output FIFO: ``fifo_depth - 1`` rows in distributed RAM (a block RAM would cost
+        # C * acc_width / 36 of them for a few dozen rows) and an output register. Credits
+        # keep it from overflowing.
+        storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
+                         attrs={"ram_style": "distributed"})
+        m.submodules.fifo = storage
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="comb")
+        produce = Signal.like(w_port.addr)
+        consume = Signal.like(r_port.addr)
+        level = Signal(range(self.fifo_depth))
+        fetch = (level != 0) & (~self.o.valid | self.o.ready)
+
+        def incr(ptr):
+            return Mux(ptr == self.fifo_depth - 2, 0, ptr + 1)
+
         m.d.comb += [
-            fifo.w_data.eq(row),
-            fifo.w_en.eq(row_valid),
-            self.o.payload.eq(fifo.r_data),
-            self.o.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(self.o.ready),
+            w_port.addr.eq(produce),
+            w_port.data.eq(row),
+            w_port.en.eq(row_valid),
+            r_port.addr.eq(consume),
         ]
+        with m.If(row_valid):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(fetch):
+            m.d.sync += [consume.eq(incr(consume)), self.o.payload.eq(r_port.data),
+                         self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        m.d.sync += level.eq(level + row_valid - fetch)
 
         return m

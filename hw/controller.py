@@ -147,9 +147,17 @@ class Controller(wiring.Component):
         k_arg, m_arg, n_arg, act_a, wgt_a, par_a, out_a, layer_arg = args
         too_big = Signal()
         zero = Signal()
+        # The products are formed by shift-and-add, one bit of m_tiles / n_tiles a cycle:
+        # no multiplier, and only one adder level on any path.
+        mul_m = Signal(depth_bits)
+        mul_n = Signal(depth_bits)
+        sh_k = Signal(2 * depth_bits)
+        sh_n = Signal(2 * depth_bits)
         p_act = Signal(2 * depth_bits)
         p_wgt = Signal(2 * depth_bits)
         p_mn = Signal(2 * depth_bits)
+        p_out = Signal(2 * depth_bits + R.bit_length())
+        range_bad = Signal()
 
         def conflict_for(o):
             return Mux(o == Op.LOAD_ACT, run.act_bank,
@@ -195,6 +203,13 @@ class Controller(wiring.Component):
                      out_buf.r.en.eq(0)]
 
         id_words = self.id_words()
+
+        # Registered output port: the FSM offers response words on ``resp``; the register
+        # keeps the output buffer's read data and the response muxes off ``o.payload``.
+        resp = stream.Signature(WORD).create(path=("resp",))
+        m.d.comb += resp.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(resp.ready):
+            m.d.sync += [self.o.valid.eq(resp.valid), self.o.payload.eq(resp.payload)]
 
         with m.FSM():
             with m.State("HEADER"):
@@ -299,11 +314,11 @@ class Controller(wiring.Component):
             with m.State("STORE_DATA"):
                 last_word = lane_word == words_per_lanes(C) - 1
                 m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.data.eq(out_words.word_select(lane_word, 32)),
-                    self.o.payload.last.eq(last_word & (remaining == 1)),
+                    resp.valid.eq(1),
+                    resp.payload.data.eq(out_words.word_select(lane_word, 32)),
+                    resp.payload.last.eq(last_word & (remaining == 1)),
                 ]
-                with m.If(self.o.ready):
+                with m.If(resp.ready):
                     m.d.sync += lane_word.eq(lane_word + 1)
                     with m.If(last_word):
                         m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1)]
@@ -319,19 +334,45 @@ class Controller(wiring.Component):
                     # A partial COMPUTE continues one tile: m_tiles = n_tiles = 1.
                     zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)
                             | (flags[4] & ((m_arg != 1) | (n_arg != 1)))),
-                    p_act.eq(m_arg[:depth_bits] * k_arg[:depth_bits]),
-                    p_wgt.eq(n_arg[:depth_bits] * k_arg[:depth_bits]),
-                    p_mn.eq(m_arg[:depth_bits] * n_arg[:depth_bits]),
+                    mul_m.eq(m_arg[:depth_bits]),
+                    mul_n.eq(n_arg[:depth_bits]),
+                    sh_k.eq(k_arg[:depth_bits]),
+                    sh_n.eq(n_arg[:depth_bits]),
+                    p_act.eq(0),
+                    p_wgt.eq(0),
+                    p_mn.eq(0),
                 ]
-                m.next = "COMPUTE_RANGE"
+                m.next = "COMPUTE_MUL"
+
+            with m.State("COMPUTE_MUL"):
+                # p_act = m * K, p_wgt = n * K, p_mn = m * n.
+                m.d.sync += [
+                    mul_m.eq(mul_m >> 1),
+                    mul_n.eq(mul_n >> 1),
+                    sh_k.eq(sh_k << 1),
+                    sh_n.eq(sh_n << 1),
+                ]
+                with m.If(mul_m[0]):
+                    m.d.sync += [p_act.eq(p_act + sh_k), p_mn.eq(p_mn + sh_n)]
+                with m.If(mul_n[0]):
+                    m.d.sync += p_wgt.eq(p_wgt + sh_k)
+                with m.If((mul_m == 0) & (mul_n == 0)):
+                    # R is a constant: m * n * R is a sum of shifted copies, no multiplier.
+                    m.d.sync += p_out.eq(sum(p_mn << i for i in range(R.bit_length())
+                                             if R >> i & 1))
+                    m.next = "COMPUTE_RANGE"
 
             with m.State("COMPUTE_RANGE"):
-                bad = (too_big | zero
-                       | (act_a + p_act > c.act_depth)
-                       | (wgt_a + p_wgt > c.wgt_depth)
-                       | (par_a + n_arg > c.par_depth)
-                       | (out_a + p_mn * R > c.out_depth))
-                with m.If(bad):
+                m.d.sync += range_bad.eq(
+                    too_big | zero
+                    | (act_a[:depth_bits] + p_act > c.act_depth)
+                    | (wgt_a[:depth_bits] + p_wgt > c.wgt_depth)
+                    | (par_a[:depth_bits] + n_arg[:depth_bits] > c.par_depth)
+                    | (out_a[:depth_bits] + p_out > c.out_depth))
+                m.next = "COMPUTE_VERDICT"
+
+            with m.State("COMPUTE_VERDICT"):
+                with m.If(range_bad):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.COMPUTE_RANGE)]
                     m.next = "HEADER"
                 with m.Else():
@@ -361,28 +402,28 @@ class Controller(wiring.Component):
 
             with m.State("ID"):
                 m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.last.eq(resp_index == len(id_words) - 1),
+                    resp.valid.eq(1),
+                    resp.payload.last.eq(resp_index == len(id_words) - 1),
                 ]
                 with m.Switch(resp_index):
                     for n, value in enumerate(id_words):
                         with m.Case(n):
-                            m.d.comb += self.o.payload.data.eq(value)
-                with m.If(self.o.ready):
+                            m.d.comb += resp.payload.data.eq(value)
+                with m.If(resp.ready):
                     m.d.sync += resp_index.eq(resp_index + 1)
                     with m.If(resp_index == len(id_words) - 1):
                         m.next = "HEADER"
 
             with m.State("STATUS"):
                 m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.last.eq(resp_index == len(status) - 1),
+                    resp.valid.eq(1),
+                    resp.payload.last.eq(resp_index == len(status) - 1),
                 ]
                 with m.Switch(resp_index):
                     for n, value in enumerate(status):
                         with m.Case(n):
-                            m.d.comb += self.o.payload.data.eq(value)
-                with m.If(self.o.ready):
+                            m.d.comb += resp.payload.data.eq(value)
+                with m.If(resp.ready):
                     m.d.sync += resp_index.eq(resp_index + 1)
                     with m.If(resp_index == len(status) - 1):
                         m.next = "HEADER"

@@ -1,9 +1,11 @@
 """One processing element of the output-stationary MAC array.
 
 A PE multiplies the int8 activation arriving from the left by the int8 weight arriving
-from the top, adds the product to its accumulator, and passes both operands on, one cycle
-later, to its right and lower neighbours. The partial sum stays put. When the step flagged
-``last`` passes, the finished sum ``acc + a * b`` moves to the ``result`` register and the
+from the top and passes both operands on, one cycle later, to its right and lower
+neighbours. The product leaves a two-stage multiplier (a DSP block with its own registers,
+or logic: :mod:`hw.mul`) and is added to the accumulator, so no path holds more than one
+of multiply and accumulate. The partial sum stays put. When the product of the step flagged
+``last`` arrives, the finished sum ``acc + a * b`` moves to the ``result`` register and the
 accumulator starts the next tile from zero in the same cycle, so tiles follow each other
 without a bubble (see ``docs/architecture.md``).
 """
@@ -11,6 +13,8 @@ without a bubble (see ``docs/architecture.md``).
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+
+from .mul import LATENCY, Multiplier, check_impl
 
 __all__ = ["Operand", "PE"]
 
@@ -35,6 +39,8 @@ class PE(wiring.Component):
     ----------
     acc_width : int
         Accumulator bits, at least 16 (one int8 x int8 product).
+    multiplier : {"dsp", "ecp5", "logic"}
+        How the product is built (:class:`hw.mul.Multiplier`); the results are the same.
 
     Members
     -------
@@ -47,16 +53,18 @@ class PE(wiring.Component):
     b_out : ``Out(Operand)``
         ``b`` delayed one cycle, to the PE below.
     result : ``Out(signed(acc_width))``
-        Sum of the last finished tile: ``sum_k a[k] * b[k]``. Holds its value until the
-        next tile's ``last`` step.
+        Sum of the last finished tile: ``sum_k a[k] * b[k]``, :attr:`latency` cycles after
+        its ``last`` step was at the inputs. Holds its value until the next tile's.
     done : ``Out(1)``
         High for one cycle when ``result`` has just taken a new sum.
     """
 
-    def __init__(self, acc_width=32):
+    def __init__(self, acc_width=32, *, multiplier="dsp"):
         if not isinstance(acc_width, int) or acc_width < 16:
             raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
         self._acc_width = acc_width
+        check_impl(multiplier)
+        self._multiplier = multiplier
         super().__init__({
             "a": In(Operand),
             "b": In(Operand),
@@ -71,25 +79,38 @@ class PE(wiring.Component):
         return self._acc_width
 
     @property
+    def multiplier(self):
+        return self._multiplier
+
+    @property
     def latency(self):
         """Cycles from a ``last`` step at the inputs to its sum on ``result``."""
-        return 1
+        return LATENCY + 1
 
     def elaborate(self, platform):
         m = Module()
+        m.submodules.mul = mul = Multiplier(signed(8), signed(8), impl=self._multiplier)
+        m.d.comb += [mul.a.eq(self.a.data), mul.b.eq(self.b.data)]
+
+        # The step's flags travel beside its product through the multiplier's stages.
+        step = self.a.valid & self.b.valid
+        last = self.a.last & self.b.last
+        for n in range(mul.latency):
+            step_d, last_d = Signal(name=f"step_{n}"), Signal(name=f"last_{n}")
+            m.d.sync += [step_d.eq(step), last_d.eq(last)]
+            step, last = step_d, last_d
 
         acc = Signal(signed(self._acc_width))
         total = Signal(signed(self._acc_width))
-        step = self.a.valid & self.b.valid
-        m.d.comb += total.eq(acc + self.a.data * self.b.data)
+        m.d.comb += total.eq(acc + mul.p)
 
         m.d.sync += [
             self.a_out.eq(self.a),
             self.b_out.eq(self.b),
-            self.done.eq(step & self.a.last & self.b.last),
+            self.done.eq(step & last),
         ]
         with m.If(step):
-            with m.If(self.a.last & self.b.last):
+            with m.If(last):
                 m.d.sync += [
                     self.result.eq(total),
                     acc.eq(0),

@@ -4,11 +4,14 @@ Gateware twin of :func:`golden.requant.requantize`; ``docs/arithmetic.md`` expla
 pipeline stage realizes ``../shared/ARITHMETIC.md``.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.arith import INT32_MAX, ROUNDINGS
+
+from .mul import LATENCY as MUL_LATENCY
+from .mul import Multiplier, check_impl
 
 __all__ = ["CHANNEL_PARAMS", "LAYER_PARAMS", "Requantizer"]
 
@@ -26,7 +29,12 @@ LAYER_PARAMS = data.StructLayout({
     "act_max": signed(8),
 })
 
-_LATENCY = {"double": 8, "single": 6}
+#: The 32 x 32 multiply of a lane as four 16 x 16 unsigned partial products (see
+#: ``docs/arithmetic.md``): (a_lo, b_lo), (a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi).
+PRODUCTS_PER_LANE = 4
+_PRODUCT_LATENCY = MUL_LATENCY + 2
+# Stages before the multiply, and after it up to the output.
+_LATENCY = {"double": 2 + _PRODUCT_LATENCY + 5, "single": 1 + _PRODUCT_LATENCY + 5}
 
 
 class Requantizer(wiring.Component):
@@ -52,6 +60,10 @@ class Requantizer(wiring.Component):
     rounding : {"double", "single"}
         TFLite's default double rounding (SRDHM, then RoundingDivideByPOT) or
         ``TFLITE_SINGLE_ROUNDING``.
+    multipliers : sequence of str or None
+        How each 16 x 16 partial product is built (:class:`hw.mul.Multiplier`),
+        ``PRODUCTS_PER_LANE`` per lane, lane-major; None makes every one ``"dsp"``. The
+        results do not depend on it.
 
     Members
     -------
@@ -63,7 +75,7 @@ class Requantizer(wiring.Component):
         The int8 results, lane for lane.
     """
 
-    def __init__(self, lanes, acc_width=32, rounding="double"):
+    def __init__(self, lanes, acc_width=32, rounding="double", *, multipliers=None):
         if not isinstance(lanes, int) or not 1 <= lanes <= 64:
             raise ValueError(f"Lane count must be an integer in 1..64, not {lanes!r}")
         if not isinstance(acc_width, int) or not 16 <= acc_width <= 32:
@@ -72,6 +84,13 @@ class Requantizer(wiring.Component):
         if rounding not in ROUNDINGS:
             raise ValueError(f"Rounding must be one of {', '.join(map(repr, ROUNDINGS))}, "
                              f"not {rounding!r}")
+        count = PRODUCTS_PER_LANE * lanes
+        multipliers = ["dsp"] * count if multipliers is None else list(multipliers)
+        if len(multipliers) != count:
+            raise ValueError(f"multipliers must have {count} entries, not {len(multipliers)}")
+        for impl in multipliers:
+            check_impl(impl)
+        self._multipliers = multipliers
         self._lanes = lanes
         self._acc_width = acc_width
         self._rounding = rounding
@@ -95,6 +114,10 @@ class Requantizer(wiring.Component):
     @property
     def rounding(self):
         return self._rounding
+
+    @property
+    def multipliers(self):
+        return tuple(self._multipliers)
 
     @property
     def latency(self):
@@ -123,6 +146,26 @@ class Requantizer(wiring.Component):
                 m.d.sync += reg.eq(value)
             return reg
 
+        def product(k, name, a, b, impls):
+            """``a * b`` modulo 2**64 of two signed 32-bit values, in stage k + 3."""
+            a_u, b_u = a.as_unsigned(), b.as_unsigned()
+            halves = [(a_u[:16], b_u[:16]), (a_u[:16], b_u[16:]), (a_u[16:], b_u[:16]),
+                      (a_u[16:], b_u[16:])]
+            parts = []
+            for n, ((x, y), impl) in enumerate(zip(halves, impls, strict=True)):
+                mul = m.submodules[f"{name}_mul{n}"] = Multiplier(unsigned(16), unsigned(16),
+                                                                  impl=impl)
+                m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(Cat(load[k], load[k + 1]))]
+                parts.append(mul.p)
+            ll, lh, hl, hh = parts
+            # a = a_u - 2**32 a[31], so a * b = a_u b_u - 2**32 (a[31] b_u + b[31] a_u) mod 2**64.
+            corr = stage(k, f"{name}_corr", unsigned(33), Mux(a[31], b_u, 0) + Mux(b[31], a_u, 0))
+            corr = stage(k + 1, f"{name}_corr_1", unsigned(33), corr)
+            mid = stage(k + 2, f"{name}_mid", unsigned(33), lh + hl)
+            top = stage(k + 2, f"{name}_top", unsigned(32), (hh - corr)[:32])
+            low = stage(k + 2, f"{name}_low", unsigned(32), ll)
+            return stage(k + 3, name, unsigned(64), (Cat(low, top) + (mid << 16))[:64])
+
         layer = [self.i.payload.layer]
         for k in range(depth - 1):
             layer.append(stage(k, f"layer_{k}", LAYER_PARAMS, layer[-1]))
@@ -131,7 +174,10 @@ class Requantizer(wiring.Component):
         for j in range(self._lanes):
             def lane_stage(k, name, shape, value, j=j):
                 return stage(k, f"l{j}_{name}", shape, value)
-            result = lane_fn(lane_stage, layer, self.i.payload.acc[j],
+            def lane_product(k, name, a, b, j=j):
+                impls = self._multipliers[PRODUCTS_PER_LANE * j:PRODUCTS_PER_LANE * (j + 1)]
+                return product(k, f"l{j}_{name}", a, b, impls)
+            result = lane_fn(lane_stage, lane_product, layer, self.i.payload.acc[j],
                              self.i.payload.params[j])
             m.d.comb += self.o.payload[j].eq(result)
         return m
@@ -141,7 +187,7 @@ class Requantizer(wiring.Component):
         # The contract guarantees that the sum fits int32: drop the carry bit.
         return stage(0, "total", signed(32), (acc + params.bias)[:32].as_signed())
 
-    def _lane_double(self, stage, layer, acc, params):
+    def _lane_double(self, stage, product, layer, acc, params):
         total = self._bias_add(stage, acc, params)
         shift = params.shift
         m0 = stage(0, "m0", signed(32), params.m0)
@@ -151,40 +197,46 @@ class Requantizer(wiring.Component):
         # acc * 2**left wraps in 32 bits, as the int32 multiply in C does.
         scaled = stage(1, "scaled", signed(32), (total << left)[:32].as_signed())
         m0 = stage(1, "m0_1", signed(32), m0)
-        right = stage(1, "right_1", unsigned(5), right)
+        for k in range(1, 2 + _PRODUCT_LATENCY):
+            right = stage(k, f"right_{k}", unsigned(5), right)
 
         # SRDHM: trunc((ab + nudge) / 2**31) == floor((ab + 2**30) / 2**31)
         #      == floor((floor(ab / 2**30) + 1) / 2), so only ab[30:] is kept and rounded.
-        ab_hi = stage(2, "ab_hi", signed(34), (scaled * m0)[30:].as_signed())
-        right = stage(2, "right_2", unsigned(5), right)
+        k = 2 + _PRODUCT_LATENCY
+        ab_hi = product(2, "ab", scaled, m0)[30:].as_signed()
 
         # 2**31 only for INT32_MIN * INT32_MIN: the one saturation.
         high = (ab_hi + 1)[1:].as_signed()
-        srdhm = stage(3, "srdhm", signed(32), Mux(high > INT32_MAX, INT32_MAX, high))
-        right = stage(3, "right_3", unsigned(5), right)
+        srdhm = stage(k, "srdhm", signed(32), Mux(high > INT32_MAX, INT32_MAX, high))
+        right = stage(k, f"right_{k}", unsigned(5), right)
 
         # RDBPOT, ties away from zero: (x + 2**(n-1) - (x < 0)) >> n for n > 0, x for n == 0.
         half = (Const(1, 32) << right)[1:]
         nudge = half - ((srdhm < 0) & right.any())
-        rounded = stage(4, "rounded", signed(33), srdhm + nudge)
-        right = stage(4, "right_4", unsigned(5), right)
-        out = stage(5, "out", signed(32), rounded >> right)
-        return self._output(stage, 6, layer, out)
+        rounded = stage(k + 1, "rounded", signed(33), srdhm + nudge)
+        right = stage(k + 1, f"right_{k + 1}", unsigned(5), right)
+        out = stage(k + 2, "out", signed(32), rounded >> right)
+        return self._output(stage, k + 3, layer, out)
 
-    def _lane_single(self, stage, layer, acc, params):
+    def _lane_single(self, stage, product, layer, acc, params):
         total = self._bias_add(stage, acc, params)
         m0 = stage(0, "m0", signed(32), params.m0)
         # t = 31 - shift; the rounding shifts by t - 1 first, then by 1.
         pre = stage(0, "pre", unsigned(6), 30 - params.shift)
+        for k in range(1, 1 + _PRODUCT_LATENCY):
+            pre = stage(k, f"pre_{k}", unsigned(6), pre)
 
-        product = stage(1, "product", signed(64), total * m0)
-        pre = stage(1, "pre_1", unsigned(6), pre)
+        k = 1 + _PRODUCT_LATENCY
+        full = product(1, "product", total, m0).as_signed()
 
         # floor((p + 2**(t-1)) / 2**t) == floor((floor(p / 2**(t-1)) + 1) / 2), and the result
-        # is wrapped to int32, so 33 bits of floor(p / 2**(t-1)) are all that matter.
-        scaled = stage(2, "scaled", signed(33), (product >> pre)[:33].as_signed())
-        out = stage(3, "out", signed(32), (scaled + 1)[1:33].as_signed())
-        return self._output(stage, 4, layer, out)
+        # is wrapped to int32, so 33 bits of floor(p / 2**(t-1)) are all that matter. The
+        # shift by up to 61 is done in two steps: whole bytes, then bits.
+        coarse = stage(k, "coarse", signed(40), (full >> Cat(Const(0, 3), pre[3:]))[:40])
+        fine = stage(k, "fine", unsigned(3), pre[:3])
+        scaled = stage(k + 1, "scaled", signed(33), (coarse >> fine)[:33].as_signed())
+        out = stage(k + 2, "out", signed(32), (scaled + 1)[1:33].as_signed())
+        return self._output(stage, k + 3, layer, out)
 
     @staticmethod
     def _output(stage, k, layer, out):

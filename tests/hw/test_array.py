@@ -169,4 +169,22 @@ def test_interface():
     assert (dut.rows, dut.cols, dut.acc_width) == (3, 5, 20)
     assert len(dut.i.payload.a) == 3 and len(dut.i.payload.b) == 5
     assert len(dut.o.payload) == 5 and len(dut.o.payload[0]) == 20
-    assert dut.latency == 5 + 4
+    assert dut.latency == 5 + dut.pe_latency + 3
+
+
+def test_mixed_multipliers_same_results():
+    # A device with fewer DSP blocks than PEs builds the rest of the products in logic.
+    rows, cols = 3, 4
+    rng = np.random.default_rng(11)
+    tiles = [random_tile(rng, rows, cols, k) for k in (1, 4, 9, 4, 2, 17)]
+    multipliers = ["dsp", "logic"] * (rows * cols // 2)
+    dut = SystolicArray(rows, cols, multipliers=multipliers)
+    assert dut.multipliers == tuple(multipliers)
+    check(dut, tiles, seed=2, p_idle=0.2, p_stall=0.2)
+
+
+def test_bad_multipliers():
+    with pytest.raises(ValueError, match=r"^multipliers must have 4 entries, not 3$"):
+        SystolicArray(2, 2, multipliers=["dsp"] * 3)
+    with pytest.raises(ValueError, match=r"^Multiplier must be one of"):
+        SystolicArray(1, 1, multipliers=["fast"])

@@ -252,6 +252,20 @@ def test_narrow_corners(rounding):
     np.testing.assert_array_equal(simulate(dut, case), reference(case, rounding))
 
 
+@pytest.mark.parametrize("rounding", ["double", "single"])
+def test_logic_partial_products(rounding):
+    # Past a device's DSP blocks the partial products are built in logic: same numbers.
+    lanes = 2
+    multipliers = ["logic", "dsp", "logic", "logic", "dsp", "logic", "dsp", "logic"]
+    dut = Requantizer(lanes, rounding=rounding, multipliers=multipliers)
+    assert dut.multipliers == tuple(multipliers)
+    rng = np.random.default_rng(17)
+    case = join(corner_case(lanes, rounding=rounding),
+                random_case(rng, 300, lanes, rounding=rounding))
+    np.testing.assert_array_equal(simulate(dut, case, p_gap=0.2, p_stall=0.2),
+                                  reference(case, rounding))
+
+
 @pytest.mark.parametrize("lanes", [1, 5])
 def test_lanes(lanes):
     rng = np.random.default_rng(lanes)
@@ -318,8 +332,8 @@ def test_signature():
         "layer": LAYER_PARAMS,
     })
     assert data.Layout.cast(dut.o.payload.shape()) == data.ArrayLayout(signed(8), 3)
-    assert (dut.lanes, dut.acc_width, dut.rounding, dut.latency) == (3, 20, "double", 8)
-    assert Requantizer(3, rounding="single").latency == 6
+    assert (dut.lanes, dut.acc_width, dut.rounding, dut.latency) == (3, 20, "double", 11)
+    assert Requantizer(3, rounding="single").latency == 10
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -83,7 +83,9 @@ class BankedBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[])
+        # Block RAM whatever the size, so that hw.resources counts what Yosys maps.
+        m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[],
+                                              attrs={"ram_style": "block"})
         wp = memory.write_port(granularity=self._granularity)
         rp = memory.read_port()
         w_addr = Signal.like(wp.addr)

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from amaranth import Shape
 
@@ -24,6 +25,7 @@ from golden.cli import ArgumentParser
 
 from .config import HOST_WIDTHS, AcceleratorConfig, pe_argument
 from .isa import ISA_VERSION, words_per_lanes
+from .resources import DEVICES, fitting_depths
 
 __all__ = ["TOP_MODULE", "convert", "generate", "manifest", "check_out_dir",
            "add_config_arguments", "config_from_args", "main"]
@@ -62,6 +64,11 @@ def _buffers(config):
             for name, (depth, bits, host_words) in sizes.items()}
 
 
+def resources(config):
+    """The manifest's ``resources`` section: expected DSP blocks and block RAMs (docs/fpga.md)."""
+    return config.resources.to_dict()
+
+
 def manifest(config, top, *, verilog_name, seconds):
     """The description of one build, as written to ``manifest.json``."""
     from amaranth import __version__ as amaranth_version
@@ -75,6 +82,7 @@ def manifest(config, top, *, verilog_name, seconds):
         "ports": _ports(top),
         "buffers": _buffers(c),
         "peak_macs_per_cycle": c.peak_macs_per_cycle,
+        "resources": resources(c),
         "latency": {
             "array": top.array_latency,
             "requantizer": top.requant_latency,
@@ -206,18 +214,29 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
                        ("par", "parameter groups (C channels) per bank"),
                        ("out", "output words (C int8) per bank")):
         default = getattr(_DEFAULTS, f"{name}_depth")
-        p.add_argument(f"--{name}-depth", type=_int, default=default, metavar="WORDS",
-                       help=f"{what} (default {default})")
+        p.add_argument(f"--{name}-depth", type=_int, default=None, metavar="WORDS",
+                       help=f"{what} (default {default}, halved as needed to fit --device)")
+    p.add_argument("--dsp", type=_int, default=None, metavar="N",
+                   help="DSP blocks to use at most (default: all of --device's, or no limit); "
+                        "the other multipliers are built in logic")
+    p.add_argument("--bram", type=_int, default=None, metavar="N",
+                   help="block RAMs to use at most (default: all of --device's)")
 
 
 def config_from_args(args):
-    """The :class:`AcceleratorConfig` of options added by :func:`add_config_arguments`;
-    ValueError naming the bad parameter."""
+    """The :class:`AcceleratorConfig` of options added by :func:`add_config_arguments`, for
+    ``args.device`` if the parser has one (depths not given are the defaults, halved until
+    the buffers fit its block RAM: :func:`hw.resources.fitting_depths`); ValueError naming
+    the bad parameter or the resource that does not fit."""
     rows, cols = args.pe
-    return AcceleratorConfig(
-        rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
-        host_width=args.host_width, act_depth=args.act_depth, wgt_depth=args.wgt_depth,
-        par_depth=args.par_depth, out_depth=args.out_depth)
+    fields = dict(rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
+                  host_width=args.host_width, device=getattr(args, "device", None),
+                  dsp_budget=args.dsp, bram_budget=args.bram)
+    depths = {f"{name}_depth": getattr(args, f"{name}_depth")
+              for name in ("act", "wgt", "par", "out")}
+    given = {key: v for key, v in depths.items() if v is not None}
+    fitting = fitting_depths(SimpleNamespace(**{**_DEFAULTS.to_dict(), **fields, **given}))
+    return AcceleratorConfig(**fields, **{**fitting, **given})
 
 
 def _parser():
@@ -226,6 +245,10 @@ def _parser():
         description="Generate the Verilog of the INT8 MAC-array accelerator (top module "
                     f"{TOP_MODULE}) and a manifest.json describing the build.")
     add_config_arguments(p)
+    p.add_argument("--device", choices=tuple(DEVICES), default=None,
+                   help="target FPGA: its DSP blocks and block RAMs are the budget, and ECP5 "
+                        "DSP blocks are instantiated with their registers (default: none, "
+                        "generic multipliers, as for simulation)")
     p.add_argument("--out", type=Path, default=Path("build"), metavar="DIR",
                    help="output directory (default build/)")
     return p
@@ -254,6 +277,13 @@ def main(argv=None):
           f" bits, {config.rounding} rounding, host {config.host_width} bits, "
           f"buffers {kbits:.0f} kbit, latency array {info['latency']['array']} + requantizer "
           f"{info['latency']['requantizer']} cycles")
+    res = info["resources"]
+    if res["device"] is not None:
+        print(f"{res['device']}: {res['dsp']['used']}/{res['dsp']['available']} "
+              f"{res['dsp']['primitive']}, {res['block_ram']['used']}/"
+              f"{res['block_ram']['available']} {res['block_ram']['primitive']} "
+              f"(depths act {config.act_depth}, wgt {config.wgt_depth}, par "
+              f"{config.par_depth}, out {config.out_depth})")
     print(f"wrote {args.out / info['verilog']} and {args.out / 'manifest.json'} "
           f"in {info['generated']['seconds']:.1f} s")
     return 0

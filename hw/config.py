@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 from golden.arith import ROUNDINGS
 
+from .resources import DEVICES, check, plan
+
 __all__ = ["AcceleratorConfig", "parse_pe", "pe_argument", "MAX_DIM", "HOST_WIDTHS"]
 
 MAX_DIM = 64
@@ -53,6 +55,17 @@ class AcceleratorConfig:
         buffers. The defaults hold a 256 x 256 x 256 GEMM on a 16 x 16 array.
     par_depth : int
         Groups of C channels per bank of the parameter buffer.
+    device : str or None
+        Target FPGA, a key of :data:`hw.resources.DEVICES` (e.g. ``"ecp5-85f"``): its DSP
+        blocks and block RAMs are the budget, and on ECP5 the DSP blocks are instantiated
+        with their registers. None: no target, every product a generic multiply (for
+        simulation and Yosys's generic flow).
+    dsp_budget, bram_budget : int or None
+        Override the device's DSP block / block RAM count (None: the device's own).
+
+    A configuration whose buffers need more block RAM than the budget raises
+    :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP
+    budget, products are built in logic instead (``hw.resources.plan``).
     """
 
     rows: int = 16
@@ -64,6 +77,9 @@ class AcceleratorConfig:
     wgt_depth: int = 4096
     par_depth: int = 64
     out_depth: int = 4096
+    device: str | None = None
+    dsp_budget: int | None = None
+    bram_budget: int | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -82,10 +98,24 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or not 1 <= v <= MAX_DEPTH:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DEPTH}, not {v!r}")
+        if self.device is not None and self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        for name in ("dsp_budget", "bram_budget"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
+        if self.bram_budget is not None and self.device is None:
+            raise ValueError("bram_budget needs a device, whose block RAM geometry it counts")
+        check(self)
 
     @property
     def peak_macs_per_cycle(self):
         return self.rows * self.cols
+
+    @property
+    def resources(self):
+        """The :class:`hw.resources.Plan` of this configuration."""
+        return plan(self)
 
     def to_dict(self):
         return asdict(self)

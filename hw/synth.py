@@ -383,7 +383,7 @@ def results_plan():
     plan = []
     for name, rows, cols, depths in RESULTS:
         device = DEVICES[name]
-        config = AcceleratorConfig(rows=rows, cols=cols,
+        config = AcceleratorConfig(rows=rows, cols=cols, device=name,
                                    host_width=device.default_host_width, **depths)
         plan.append((f"{name}-{rows}x{cols}", device, config))
     return plan

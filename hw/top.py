@@ -38,8 +38,11 @@ class Accelerator(wiring.Component):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self._config = config
-        self._array = SystolicArray(config.rows, config.cols, config.acc_width)
-        self._requant = Requantizer(config.cols, config.acc_width, config.rounding)
+        resources = config.resources
+        self._array = SystolicArray(config.rows, config.cols, config.acc_width,
+                                    multipliers=resources.pe_multipliers)
+        self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
+                                    multipliers=resources.requant_multipliers)
         super().__init__({
             "i": In(stream.Signature(config.host_width)),
             "o": Out(stream.Signature(config.host_width)),

@@ -1,0 +1,224 @@
+"""The resource model: which multipliers become DSP blocks and how many block RAMs the buffers take.
+
+A build names a target device (or gives its own DSP / block RAM budget). :func:`plan` then
+decides, before any gateware exists, which products are built in DSP blocks and which in
+logic, and counts the block RAMs each buffer maps to, by the same rules Yosys applies
+(``docs/fpga.md`` gives the formulas). The gateware follows the plan, so the numbers in the
+manifest are the numbers in Yosys's report, and a configuration whose buffers exceed the
+device is refused before synthesis (:func:`check`).
+
+DSP blocks go first to the requantizer's partial products (four 16 x 16 products per
+column: one in logic costs about four times the LUTs of a PE's 8 x 8 product), then to
+the PEs in row-major order; whatever is left over is logic. The controller uses none.
+"""
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+__all__ = ["Device", "DEVICES", "ResourceError", "Plan", "plan", "check", "fitting_depths",
+           "block_rams"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """One FPGA: its family and how many of each resource it has."""
+
+    name: str
+    family: str
+    luts: int
+    dsp: int
+    bram: int
+    spram: int = 0
+
+    @property
+    def dsp_primitive(self):
+        return {"ecp5": "MULT18X18D", "ice40": "SB_MAC16"}[self.family]
+
+    @property
+    def bram_primitive(self):
+        return {"ecp5": "DP16KD", "ice40": "SB_RAM40_4K"}[self.family]
+
+
+DEVICES = {d.name: d for d in (
+    Device("ecp5-85f", "ecp5", luts=83640, dsp=156, bram=208),
+    Device("ecp5-45f", "ecp5", luts=43848, dsp=72, bram=108),
+    Device("ecp5-25f", "ecp5", luts=24288, dsp=28, bram=56),
+    Device("ecp5-12f", "ecp5", luts=12096, dsp=28, bram=32),
+    Device("ice40-up5k", "ice40", luts=5280, dsp=8, bram=30, spram=4),
+)}
+
+# Block RAM geometries as Yosys's memory_libmap sees them: (data bits, words) per block,
+# and the width of a write-enable byte (0: none, the whole word is one enable).
+_BRAM_MODES = {
+    # DP16KD: 1..18 bits true dual port, 36 bits as PDPW16KD; 9-bit byte enables.
+    "ecp5": ([(1, 16384, 0), (2, 8192, 0), (4, 4096, 0), (9, 2048, 9), (18, 1024, 9),
+              (36, 512, 9)]),
+    # SB_RAM40_4K: bit enables in the 16-bit mode only.
+    "ice40": ([(2, 2048, 0), (4, 1024, 0), (8, 512, 0), (16, 256, 1)]),
+}
+
+#: Requantizer partial products per column (see hw.requant).
+PRODUCTS_PER_LANE = 4
+
+
+class ResourceError(ValueError):
+    """A configuration needs more of a resource than its device (or budget) has."""
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def block_rams(family, words, lanes, lane_bits, granular):
+    """Blocks of ``family``'s block RAM for a memory of ``words`` x ``lanes * lane_bits``.
+
+    ``granular``: each lane has its own write enable. The cheapest geometry wins, as in
+    Yosys; a write-enabled lane occupies whole enable bytes (9 bits on ECP5), or whole
+    columns in a geometry without byte enables.
+    """
+    best = None
+    for bits, depth, byte in _BRAM_MODES[family]:
+        if not granular:
+            cols = _ceil(lanes * lane_bits, bits)
+        elif byte:
+            cols = _ceil(lanes * _ceil(lane_bits, byte) * byte, bits)
+        else:
+            cols = lanes * _ceil(lane_bits, bits)
+        blocks = cols * _ceil(words, depth)
+        best = blocks if best is None else min(best, blocks)
+    return best
+
+
+def buffer_geometry(config):
+    """Per buffer: (words of the memory, lanes, bits per lane, per-lane write enables)."""
+    c = config
+    return {
+        "act": (2 * c.act_depth, c.rows, 8, True),
+        "wgt": (2 * c.wgt_depth, c.cols, 8, True),
+        "par": (2 * c.par_depth, c.cols, 70, True),
+        "out": (2 * c.out_depth, c.cols, 8, False),
+    }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a configuration asks of its device.
+
+    Attributes
+    ----------
+    device : Device or None
+    dsp_budget, bram_budget : int or None
+        The limits in force (None: unlimited).
+    pe_multipliers : tuple of str
+        ``impl`` of each PE's product, row-major (:class:`hw.mul.Multiplier`).
+    requant_multipliers : tuple of str
+        ``impl`` of each requantizer partial product, lane-major.
+    buffers : dict
+        Block RAMs per buffer (None without a device family: Yosys's generic flow).
+    """
+
+    device: Device | None
+    dsp_budget: int | None
+    bram_budget: int | None
+    pe_multipliers: tuple
+    requant_multipliers: tuple
+    buffers: dict | None
+
+    @property
+    def dsp(self):
+        """DSP blocks used: every product that is not logic."""
+        return sum(impl != "logic" for impl in self.pe_multipliers + self.requant_multipliers)
+
+    @property
+    def bram(self):
+        return None if self.buffers is None else sum(self.buffers.values())
+
+    def to_dict(self):
+        d = self.device
+        return {
+            "device": None if d is None else d.name,
+            "dsp": {
+                "primitive": None if d is None else d.dsp_primitive,
+                "used": self.dsp,
+                "available": self.dsp_budget,
+                "pe": sum(impl != "logic" for impl in self.pe_multipliers),
+                "requantizer": sum(impl != "logic" for impl in self.requant_multipliers),
+                "controller": 0,
+                "logic_multipliers": {
+                    "pe_8x8": sum(impl == "logic" for impl in self.pe_multipliers),
+                    "requantizer_16x16": sum(impl == "logic"
+                                             for impl in self.requant_multipliers),
+                },
+            },
+            "block_ram": {
+                "primitive": None if d is None else d.bram_primitive,
+                "used": self.bram,
+                "available": self.bram_budget,
+                "buffers": self.buffers,
+            },
+        }
+
+
+def plan(config):
+    """The :class:`Plan` of an :class:`~hw.config.AcceleratorConfig`."""
+    c = config
+    device = DEVICES[c.device] if c.device is not None else None
+    dsp_budget = c.dsp_budget if c.dsp_budget is not None else (device and device.dsp)
+    bram_budget = c.bram_budget if c.bram_budget is not None else (device and device.bram)
+    dsp_impl = "ecp5" if device is not None and device.family == "ecp5" else "dsp"
+    n_requant = PRODUCTS_PER_LANE * c.cols
+    n_pe = c.rows * c.cols
+    if dsp_budget is None:
+        requant_dsp, pe_dsp = n_requant, n_pe
+    else:
+        requant_dsp = min(dsp_budget, n_requant)
+        pe_dsp = min(dsp_budget - requant_dsp, n_pe)
+    family = device.family if device is not None else None
+    buffers = None
+    if family is not None:
+        buffers = {name: block_rams(family, *geometry)
+                   for name, geometry in buffer_geometry(c).items()}
+    return Plan(
+        device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
+        pe_multipliers=tuple([dsp_impl] * pe_dsp + ["logic"] * (n_pe - pe_dsp)),
+        requant_multipliers=tuple([dsp_impl] * requant_dsp
+                                  + ["logic"] * (n_requant - requant_dsp)),
+        buffers=buffers)
+
+
+def check(config):
+    """Raise :class:`ResourceError` naming the resource and the numbers if it does not fit."""
+    p = plan(config)
+    if p.buffers is None or p.bram_budget is None or p.bram <= p.bram_budget:
+        return p
+    where = p.device.name if config.bram_budget is None else "the --bram budget"
+    detail = ", ".join(f"{name} {n}" for name, n in p.buffers.items())
+    raise ResourceError(
+        f"block RAM: the buffers need {p.bram} {p.device.bram_primitive} ({detail}) but "
+        f"{where} has {p.bram_budget}; reduce --act-depth, --wgt-depth, --par-depth or "
+        f"--out-depth")
+
+
+def fitting_depths(config):
+    """Depths for ``config``'s device: its own, halved, largest buffer first, until they fit.
+
+    ``config`` needs the fields of :class:`~hw.config.AcceleratorConfig` (it may be one
+    that does not fit). Returns a dict of ``act_depth``, ``wgt_depth``, ``par_depth``,
+    ``out_depth``.
+    """
+    fields = dict(vars(config))
+    p = plan(SimpleNamespace(**fields))
+    while p.buffers is not None and p.bram_budget is not None and p.bram > p.bram_budget:
+        # Halve the buffer with the most blocks whose halving saves any.
+        for name in sorted(p.buffers, key=lambda n: (-p.buffers[n], n != "out")):
+            key = f"{name}_depth"
+            if fields[key] == 1:
+                continue
+            trial = plan(SimpleNamespace(**{**fields, key: fields[key] // 2}))
+            if trial.bram < p.bram:
+                fields[key] //= 2
+                p = trial
+                break
+        else:
+            break
+    return {key: fields[key] for key in ("act_depth", "wgt_depth", "par_depth", "out_depth")}

@@ -1,0 +1,115 @@
+"""hw.resources: DSP allocation, block RAM counts and the refusal of what does not fit.
+
+The block RAM counts are Yosys 0.70's own (``synth_ecp5`` / ``synth_ice40`` on single
+memories of these shapes, ``stat``), not re-derived from the formula under test.
+"""
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+from hw.config import AcceleratorConfig
+from hw.resources import DEVICES, ResourceError, block_rams, fitting_depths, plan
+from sim.harness import ROOT
+
+# (family, words, lanes, lane bits, per-lane write enables) -> blocks, measured with Yosys.
+YOSYS_BLOCKS = [
+    ("ecp5", 8192, 16, 8, True, 64),
+    ("ecp5", 8192, 16, 8, False, 60),
+    ("ecp5", 8192, 8, 8, True, 32),
+    ("ecp5", 8192, 4, 8, True, 16),
+    ("ecp5", 8192, 2, 8, True, 8),
+    ("ecp5", 4096, 16, 8, True, 32),
+    ("ecp5", 2048, 16, 8, False, 15),
+    ("ecp5", 128, 16, 70, True, 32),
+    ("ecp5", 128, 8, 70, True, 16),
+    ("ecp5", 128, 2, 70, True, 4),
+    ("ecp5", 4, 1, 70, True, 2),
+    ("ecp5", 1000, 3, 8, True, 2),
+    ("ecp5", 24, 5, 8, False, 2),
+    ("ecp5", 2048, 16, 70, True, 128),
+    ("ecp5", 512, 64, 8, False, 15),
+]
+
+
+@pytest.mark.parametrize("family,words,lanes,bits,granular,blocks", YOSYS_BLOCKS)
+def test_block_rams_match_yosys(family, words, lanes, bits, granular, blocks):
+    assert block_rams(family, words, lanes, bits, granular) == blocks
+
+
+def test_8x8_on_85f_all_dsp():
+    p = AcceleratorConfig(rows=8, cols=8, device="ecp5-85f").resources
+    assert p.dsp == 8 * 8 + 4 * 8
+    assert set(p.pe_multipliers) == set(p.requant_multipliers) == {"ecp5"}
+    assert p.buffers == {"act": 32, "wgt": 32, "par": 16, "out": 32} and p.bram == 112
+
+
+def test_16x16_on_85f_fills_the_dsp_blocks_then_logic():
+    depths = fitting_depths(types.SimpleNamespace(
+        **{**AcceleratorConfig().to_dict(), "device": "ecp5-85f"}))
+    c = AcceleratorConfig(rows=16, cols=16, device="ecp5-85f", **depths)
+    p = c.resources
+    assert p.dsp == DEVICES["ecp5-85f"].dsp == 156
+    # The requantizer's 16 x 16 partial products first, then PEs in row-major order.
+    assert p.requant_multipliers == ("ecp5",) * 64
+    assert p.pe_multipliers == ("ecp5",) * 92 + ("logic",) * 164
+    assert p.bram <= 208
+
+
+@pytest.mark.parametrize("budget", [0, 1, 5, 40, 1000])
+def test_explicit_dsp_budget(budget):
+    p = AcceleratorConfig(rows=4, cols=4, dsp_budget=budget).resources
+    assert p.dsp == min(budget, 16 + 16)
+    assert p.requant_multipliers.count("dsp") == min(budget, 16)
+    assert p.pe_multipliers.count("dsp") == max(0, min(budget - 16, 16))
+    assert set(p.pe_multipliers + p.requant_multipliers) <= {"dsp", "logic"}
+
+
+def test_no_device_no_limits():
+    p = AcceleratorConfig(rows=3, cols=5).resources
+    assert p.dsp == 15 + 20 and p.buffers is None
+    assert p.to_dict()["dsp"]["controller"] == 0
+
+
+def test_over_budget_is_refused_with_the_numbers():
+    with pytest.raises(ResourceError, match=r"^block RAM: the buffers need 220 DP16KD "
+                                            r"\(act 64, wgt 64, par 32, out 60\) but "
+                                            r"ecp5-85f has 208; reduce"):
+        AcceleratorConfig(rows=16, cols=16, device="ecp5-85f")
+    with pytest.raises(ResourceError, match=r"the --bram budget has 100"):
+        AcceleratorConfig(rows=8, cols=8, device="ecp5-85f", bram_budget=100)
+
+
+@pytest.mark.parametrize("size,device", [(16, "ecp5-85f"), (16, "ecp5-45f"), (16, "ecp5-25f"),
+                                         (8, "ecp5-25f"), (4, "ecp5-12f"), (2, "ecp5-12f")])
+def test_fitting_depths_fit(size, device):
+    fields = {**AcceleratorConfig(rows=size, cols=size).to_dict(), "device": device}
+    depths = fitting_depths(types.SimpleNamespace(**fields))
+    assert plan(types.SimpleNamespace(**{**fields, **depths})).bram <= DEVICES[device].bram
+    # Each depth is as the default or halved (the host's tiling stays power-of-two).
+    for key, depth in depths.items():
+        assert fields[key] % depth == 0 and (fields[key] // depth).bit_count() == 1
+
+
+def build(*args):
+    return subprocess.run([sys.executable, "-m", "hw.build", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_build_refuses_over_budget_in_one_line(tmp_path):
+    result = build("--pe", "16x16", "--device", "ecp5-85f", "--act-depth", "4096",
+                   "--out", str(tmp_path / "never"))
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "block RAM: the buffers need 220 DP16KD" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--device", "xc7a35t"], ["--dsp", "-1"],
+                                  ["--bram", "10"]])
+def test_build_bad_budget_arguments(args, tmp_path):
+    result = build("--pe", "2x2", *args, "--out", str(tmp_path / "never"))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr

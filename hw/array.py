@@ -38,7 +38,20 @@ from .mul import LATENCY as MUL_LATENCY
 from .mul import check_impl
 from .pe import PE, Operand
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "array_latency", "fifo_depth"]
+
+#: Register stages of a PE from operands to ``result`` (:attr:`hw.pe.PE.latency`).
+PE_LATENCY = MUL_LATENCY + 1
+
+
+def array_latency(cols):
+    """:attr:`SystolicArray.latency` of an array of ``cols`` columns."""
+    return cols + PE_LATENCY + 3
+
+
+def fifo_depth(rows, cols):
+    """:attr:`SystolicArray.fifo_depth` of an R x C array."""
+    return rows + array_latency(cols) - 1
 
 
 class SystolicArray(wiring.Component):
@@ -60,6 +73,8 @@ class SystolicArray(wiring.Component):
     multipliers : sequence of str or None
         How each PE builds its product (:class:`hw.mul.Multiplier`), row-major, R x C
         entries; None makes every one ``"dsp"``. The results do not depend on it.
+    fifo_ram : {None, "distributed", "block"}
+        Yosys ``ram_style`` of the output FIFO's rows (None: Yosys chooses).
 
     Members
     -------
@@ -73,7 +88,7 @@ class SystolicArray(wiring.Component):
         R beats per tile, row 0 first. Backpressure never loses data.
     """
 
-    def __init__(self, rows, cols, acc_width=32, *, multipliers=None):
+    def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -87,7 +102,11 @@ class SystolicArray(wiring.Component):
                              f"not {len(multipliers)}")
         for impl in multipliers:
             check_impl(impl)
+        if fifo_ram not in (None, "distributed", "block"):
+            raise ValueError(f"fifo_ram must be None, 'distributed' or 'block', "
+                             f"not {fifo_ram!r}")
         self._multipliers = multipliers
+        self._fifo_ram = fifo_ram
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -124,7 +143,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def pe_latency(self):
-        return MUL_LATENCY + 1
+        return PE_LATENCY
 
     @property
     def latency(self):
@@ -132,7 +151,7 @@ class SystolicArray(wiring.Component):
 
         Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
         """
-        return self._cols + self.pe_latency + 3
+        return array_latency(self._cols)
 
     @property
     def fifo_depth(self):
@@ -142,7 +161,7 @@ class SystolicArray(wiring.Component):
         rows of earlier tiles whose credits return within the next ``latency - 1 + R -
         max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more.
         """
-        return self._rows + self.latency - 1
+        return fifo_depth(self._rows, self._cols)
 
     def elaborate(self, platform):
         m = Module()
@@ -210,11 +229,12 @@ class SystolicArray(wiring.Component):
             select = select | (results & complete[r].replicate(len(results)))
         m.d.sync += [row.eq(select), row_valid.eq(Cat(complete).any())]
 
-        # Output FIFO: ``fifo_depth - 1`` rows in distributed RAM (a block RAM would cost
-        # C * acc_width / 36 of them for a few dozen rows) and an output register. Credits
-        # keep it from overflowing.
+        # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
+        # take C * acc_width / 36 blocks for a few dozen rows) and an output register.
+        # Credits keep it from overflowing.
+        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
         storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
-                         attrs={"ram_style": "distributed"})
+                         attrs=attrs)
         m.submodules.fifo = storage
         w_port = storage.write_port()
         r_port = storage.read_port(domain="comb")

@@ -114,7 +114,10 @@ class Plan:
     requant_multipliers : tuple of str
         ``impl`` of each requantizer partial product, lane-major.
     buffers : dict
-        Block RAMs per buffer (None without a device family: Yosys's generic flow).
+        Block RAMs per memory: the four buffers and, on iCE40 (no distributed RAM), the
+        array's output FIFO (None without a device family: Yosys's generic flow).
+    fifo_ram : str or None
+        ``ram_style`` of the array's output FIFO.
     """
 
     device: Device | None
@@ -123,6 +126,7 @@ class Plan:
     pe_multipliers: tuple
     requant_multipliers: tuple
     buffers: dict | None
+    fifo_ram: str | None = None
 
     @property
     def dsp(self):
@@ -175,15 +179,21 @@ def plan(config):
         pe_dsp = min(dsp_budget - requant_dsp, n_pe)
     family = device.family if device is not None else None
     buffers = None
+    fifo_ram = {"ecp5": "distributed", "ice40": "block"}.get(family)
     if family is not None:
         buffers = {name: block_rams(family, *geometry)
                    for name, geometry in buffer_geometry(c).items()}
+        if fifo_ram == "block":
+            from .array import fifo_depth
+
+            buffers["array_fifo"] = block_rams(family, fifo_depth(c.rows, c.cols) - 1, 1,
+                                               c.cols * c.acc_width, False)
     return Plan(
         device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
         pe_multipliers=tuple([dsp_impl] * pe_dsp + ["logic"] * (n_pe - pe_dsp)),
         requant_multipliers=tuple([dsp_impl] * requant_dsp
                                   + ["logic"] * (n_requant - requant_dsp)),
-        buffers=buffers)
+        buffers=buffers, fifo_ram=fifo_ram)
 
 
 def check(config):
@@ -210,7 +220,8 @@ def fitting_depths(config):
     p = plan(SimpleNamespace(**fields))
     while p.buffers is not None and p.bram_budget is not None and p.bram > p.bram_budget:
         # Halve the buffer with the most blocks whose halving saves any.
-        for name in sorted(p.buffers, key=lambda n: (-p.buffers[n], n != "out")):
+        buffers = [n for n in p.buffers if n in ("act", "wgt", "par", "out")]
+        for name in sorted(buffers, key=lambda n: (-p.buffers[n], n != "out")):
             key = f"{name}_depth"
             if fields[key] == 1:
                 continue

@@ -40,7 +40,8 @@ class Accelerator(wiring.Component):
         self._config = config
         resources = config.resources
         self._array = SystolicArray(config.rows, config.cols, config.acc_width,
-                                    multipliers=resources.pe_multipliers)
+                                    multipliers=resources.pe_multipliers,
+                                    fifo_ram=resources.fifo_ram)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
                                     multipliers=resources.requant_multipliers)
         super().__init__({

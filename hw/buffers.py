@@ -31,6 +31,12 @@ class BankedBuffer(wiring.Component):
     granularity : int or None
         Write granularity, as for :meth:`Memory.write_port`; with an ``ArrayLayout`` shape and
         granularity 1 every element has its own write enable.
+    ram : {"block", "spram"}
+        ``"block"``: one block-RAM memory for both banks (Yosys ``ram_style = "block"``).
+        ``"spram"``: one single-ported memory per bank (``ram_style = "huge"``: the iCE40
+        UP5K's SB_SPRAM256KA, 16K x 16 bits): each bank's one address is the write address
+        while the bank is written, else the read address. The controller never writes the
+        bank the compute engine reads (interlock, ``docs/isa.md``), so the two never meet.
 
     Members
     -------
@@ -46,9 +52,12 @@ class BankedBuffer(wiring.Component):
         returns its old contents.
     """
 
-    def __init__(self, shape, depth, *, granularity=None):
+    def __init__(self, shape, depth, *, granularity=None, ram="block"):
         if not isinstance(depth, int) or depth < 1:
             raise TypeError(f"Depth must be a positive integer, not {depth!r}")
+        if ram not in ("block", "spram"):
+            raise ValueError(f"ram must be 'block' or 'spram', not {ram!r}")
+        self._ram = ram
         self._shape = shape
         self._depth = depth
         self._granularity = granularity
@@ -82,6 +91,8 @@ class BankedBuffer(wiring.Component):
         return Mux(bank, addr + self._depth, addr)
 
     def elaborate(self, platform):
+        if self._ram == "spram":
+            return self._elaborate_spram()
         m = Module()
         # Block RAM whatever the size, so that hw.resources counts what Yosys maps.
         m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[],
@@ -100,4 +111,32 @@ class BankedBuffer(wiring.Component):
             rp.en.eq(self.r.en),
             self.r.data.eq(rp.data),
         ]
+        return m
+
+    def _elaborate_spram(self):
+        m = Module()
+        writing = self.w.en.any()
+        datas = []
+        for bank in range(2):
+            memory = Memory(shape=self._shape, depth=self._depth, init=[],
+                            attrs={"ram_style": "huge"})
+            m.submodules[f"bank{bank}"] = memory
+            wp = memory.write_port(granularity=self._granularity)
+            rp = memory.read_port()
+            written = writing & (self.w_bank == bank)
+            addr = Signal.like(wp.addr, name=f"addr{bank}")
+            m.d.comb += [
+                addr.eq(Mux(written, self.w.addr, self.r.addr)),
+                wp.addr.eq(addr),
+                wp.data.eq(self.w.data),
+                wp.en.eq(Mux(self.w_bank == bank, self.w.en, 0)),
+                rp.addr.eq(addr),
+                rp.en.eq(self.r.en & (self.r_bank == bank) & ~written),
+            ]
+            datas.append(rp.data)
+        # The bank of the last read selects the data, which holds while ``en`` is low.
+        read_bank = Signal()
+        with m.If(self.r.en):
+            m.d.sync += read_bank.eq(self.r_bank)
+        m.d.comb += self.r.data.eq(Mux(read_bank, datas[1], datas[0]))
         return m

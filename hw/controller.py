@@ -81,13 +81,15 @@ class Controller(wiring.Component):
         R, C = c.rows, c.cols
         shapes = buffer_shapes(c)
 
+        ram = c.resources.buffer_ram
         m.submodules.act_buf = act_buf = BankedBuffer(shapes["act"], c.act_depth,
-                                                      granularity=1)
+                                                      granularity=1, ram=ram("act"))
         m.submodules.wgt_buf = wgt_buf = BankedBuffer(shapes["wgt"], c.wgt_depth,
-                                                      granularity=1)
+                                                      granularity=1, ram=ram("wgt"))
         m.submodules.par_buf = par_buf = BankedBuffer(shapes["par"], c.par_depth,
-                                                      granularity=1)
-        m.submodules.out_buf = out_buf = BankedBuffer(shapes["out"], c.out_depth)
+                                                      granularity=1, ram=ram("par"))
+        m.submodules.out_buf = out_buf = BankedBuffer(shapes["out"], c.out_depth,
+                                                      ram=ram("out"))
         m.submodules.engine = engine = ComputeEngine(c)
         run = engine.running
 

@@ -118,6 +118,9 @@ class Plan:
         array's output FIFO (None without a device family: Yosys's generic flow).
     fifo_ram : str or None
         ``ram_style`` of the array's output FIFO.
+    spram : dict
+        SPRAM blocks per buffer held in SPRAM (one bank per block set, ``BankedBuffer(...,
+        ram="spram")``); those buffers take no block RAM.
     """
 
     device: Device | None
@@ -127,6 +130,11 @@ class Plan:
     requant_multipliers: tuple
     buffers: dict | None
     fifo_ram: str | None = None
+    spram: dict | None = None
+
+    def buffer_ram(self, name):
+        """``ram`` of :class:`hw.buffers.BankedBuffer` for buffer ``name``."""
+        return "spram" if self.spram and name in self.spram else "block"
 
     @property
     def dsp(self):
@@ -160,7 +168,31 @@ class Plan:
                 "available": self.bram_budget,
                 "buffers": self.buffers,
             },
+            "spram": {
+                "primitive": "SB_SPRAM256KA" if d is not None and d.spram else None,
+                "used": sum((self.spram or {}).values()),
+                "available": 0 if d is None else d.spram,
+                "buffers": self.spram or {},
+            },
         }
+
+
+# SB_SPRAM256KA: 16384 words of 16 bits, write enables per 4-bit nibble, one port.
+_SPRAM_WORDS, _SPRAM_BITS = 16384, 16
+
+
+def _spram_buffers(device, geometry):
+    """SPRAM blocks per buffer: the activation, weight and output buffers, largest first,
+    each bank in its own set of blocks, while the device's blocks last."""
+    left = device.spram
+    chosen = {}
+    for name in sorted(("act", "wgt", "out"), key=lambda n: -geometry[n][0] * geometry[n][1]):
+        words, lanes, bits, _ = geometry[name]
+        blocks = 2 * _ceil(lanes * bits, _SPRAM_BITS)
+        if words // 2 <= _SPRAM_WORDS and blocks <= left:
+            chosen[name] = blocks
+            left -= blocks
+    return chosen
 
 
 def plan(config):
@@ -180,9 +212,12 @@ def plan(config):
     family = device.family if device is not None else None
     buffers = None
     fifo_ram = {"ecp5": "distributed", "ice40": "block"}.get(family)
+    spram = {}
     if family is not None:
-        buffers = {name: block_rams(family, *geometry)
-                   for name, geometry in buffer_geometry(c).items()}
+        geometry = buffer_geometry(c)
+        spram = _spram_buffers(device, geometry)
+        buffers = {name: 0 if name in spram else block_rams(family, *g)
+                   for name, g in geometry.items()}
         if fifo_ram == "block":
             from .array import fifo_depth
 
@@ -193,7 +228,7 @@ def plan(config):
         pe_multipliers=tuple([dsp_impl] * pe_dsp + ["logic"] * (n_pe - pe_dsp)),
         requant_multipliers=tuple([dsp_impl] * requant_dsp
                                   + ["logic"] * (n_requant - requant_dsp)),
-        buffers=buffers, fifo_ram=fifo_ram)
+        buffers=buffers, fifo_ram=fifo_ram, spram=spram)
 
 
 def check(config):

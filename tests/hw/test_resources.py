@@ -118,3 +118,26 @@ def test_build_bad_budget_arguments(args, tmp_path):
     result = build("--pe", "2x2", *args, "--out", str(tmp_path / "never"))
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+SPRAM = AcceleratorConfig(rows=2, cols=2, device="ice40-up5k", act_depth=16, wgt_depth=16,
+                          par_depth=2, out_depth=16)
+
+
+def test_up5k_puts_activations_and_weights_in_spram():
+    p = SPRAM.resources
+    assert p.spram == {"act": 2, "wgt": 2}
+    assert p.buffers["act"] == p.buffers["wgt"] == 0
+    assert [p.buffer_ram(name) for name in ("act", "wgt", "par", "out")] == [
+        "spram", "spram", "block", "block"]
+    assert p.to_dict()["spram"]["used"] == 4
+
+
+def test_spram_buffers_compute_the_same(monkeypatch):
+    # One single-ported memory per bank: the results, and loads into the other bank while a
+    # COMPUTE reads one, are as with the dual-ported block RAM buffers.
+    from tests.hw import test_controller
+
+    test_controller.test_compute_matches_golden(SPRAM)
+    monkeypatch.setattr(test_controller, "TINY", SPRAM)
+    test_controller.test_interlock_and_double_buffering()

@@ -46,9 +46,10 @@ DEPTHS = (4096, 2048, 1024, 512, 256)
 #: Share of the block RAM the accelerator's buffers may take (the rest: link FIFOs, slack).
 BRAM_SHARE = 0.8
 #: Logic cells per PE and for everything else (controller, requantizer, link); only used
-#: to rank arrays before place and route decides. Base measured: iCEBreaker 1x1, 4090 LCs.
+#: to rank arrays before place and route decides. Measured: iCEBreaker 1x1, 4090 LCs;
+#: ULX3S-85F 4x4, 7795 LUTs.
 LUTS_PER_PE = 120
-LUTS_BASE = {"ice40": 4000, "ecp5": 4000}
+LUTS_BASE = {"ice40": 4000, "ecp5": 6000}
 
 #: hw.synth's names of our devices.
 _SYNTH_DEVICES = {"iCE40UP5K": "ice40-up5k", "LFE5U-12F": "ecp5-12f", "LFE5U-25F": "ecp5-25f",
@@ -342,7 +343,10 @@ def _results(parser, args):
             print(f"{parser.prog}: {name}: {e}", file=sys.stderr)
             return 1
         print(summary(report), flush=True)
-        entries.append((report, results.measure(board, report, out)))
+        measured = results.measure(board, report, out)
+        measured["command"] = (f"python -m boards.build --results --board {name}"
+                               + (f" --pe {args.pe}" if args.pe else ""))
+        entries.append((report, measured))
         results.save(out, entries)
     print(results.table(entries))
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")

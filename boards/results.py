@@ -69,15 +69,15 @@ def measure(board, report, out):
 def table(entries):
     """Markdown table of (report, measurement) pairs."""
     head = ("| board | device | array | clock MHz | Fmax MHz | peak GOPS | LUT | FF | DSP | "
-            "BRAM | digits CNN img/s over UART | img/s link ignored |")
-    lines = [head, "|" + "---|" * 12]
+            "BRAM | digits CNN img/s over UART | img/s link ignored | command |")
+    lines = [head, "|" + "---|" * 13]
     for rep, meas in entries:
         r = {k: f"{v['used']}/{v['total']}" for k, v in rep["resources"].items()}
         lines.append(
             f"| {rep['board']} | {rep['device']} | {rep['pe']} | {rep['target_mhz']:g} | "
             f"{rep['fmax_mhz']:.1f} | {rep['peak_gops']:.3g} | {r['LUT']} | {r['FF']} | "
             f"{r['DSP']} | {r['BRAM']} | {meas['link_images_per_s']:.1f} | "
-            f"{meas['compute_images_per_s']:.0f} |")
+            f"{meas['compute_images_per_s']:.0f} | `{meas['command']}` |")
     return "\n".join(lines)
 
 

@@ -112,7 +112,8 @@ def _parser():
     p.add_argument("--batch", type=positive_int, default=32, metavar="N",
                    help="batch size (default: %(default)s)")
     p.add_argument("--freeze-bn", type=nonnegative_int, metavar="N",
-                   help="epochs before batch-norm statistics freeze (default: a third)")
+                   help="epochs of batch-norm warm-up on batch statistics before the "
+                        "running statistics freeze (default: 0)")
     p.add_argument("--init", metavar="PTQ_OPTIONS",
                    help="start from a PTQ result, e.g. calib=mse,weight-range=mse,cle,"
                         "bias-correction,adaround (default: the float weights)")
@@ -160,7 +161,7 @@ def _train(args, parser):
     ptq = quantize_model(net, calib, init) if init is not None else None
     model = QATModel(net, args.method, args.weight_bits, args.act_bits, calib, init=ptq)
     train(model, data["x_train"], data["y_train"], epochs=epochs, batch=args.batch, lr=lr,
-          freeze_bn=args.freeze_bn, seed=args.seed)
+          freeze_bn=args.freeze_bn or 0, seed=args.seed)
     network = model.export().to_network()
     seconds = time.perf_counter() - start
     print(f"{net.name}: float top-1 {100 * float_accuracy(net, x, y):.2f}%  "

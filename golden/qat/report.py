@@ -142,12 +142,12 @@ what the hardware computes. What is quantized at `W<w>A<a>`:
 
 QAT runs: `python -m golden.qat --model <net> --method <m> --weight-bits <w> --act-bits <a>
 --epochs <epochs> --lr {lr} --seed {seed}` (the epochs of each row below: 10, 20 at 3-bit
-and 30 at 2-bit weights; batch 32, Adam with cosine decay, batch-norm statistics frozen
-after the first third of the epochs), from the float weights, on the
+and 30 at 2-bit weights; batch 32, Adam with cosine decay, batch-norm folded with the
+trained running statistics, no warm-up), from the float weights, on the
 {train} training digits; initial ranges from {calib} of them. **Best PTQ** is the best
-held-out accuracy over the recipes {recipes} (per-channel weights; ranges regridded to `a`
-bits with the least-squared-error clip for ReLU outputs below 8 bits), i.e. selected with
-hindsight, an upper bound for PTQ.
+held-out accuracy over the recipes {recipes}
+(per-channel weights; ranges regridded to `a` bits with the least-squared-error clip for
+ReLU outputs below 8 bits), i.e. selected with hindsight, an upper bound for PTQ.
 
 """
 

@@ -51,7 +51,7 @@ class Adam:
                 np.maximum(self.params[k], 1e-8, out=self.params[k])
 
 
-def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=None, seed=0,
+def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=0, seed=0,
           stream=sys.stderr):
     """Fine-tune ``model`` in place.
 
@@ -64,9 +64,11 @@ def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=None, seed=0,
     batch : int
     lr : float
         Peak learning rate (cosine decay to 0 over all steps).
-    freeze_bn : int, optional
-        Epochs of batch-norm warm-up before the statistics freeze (default: a third of
-        ``epochs``, at least one, and never all of them when there are two or more).
+    freeze_bn : int
+        Epochs of batch-norm warm-up (batch statistics) before the running statistics
+        freeze. Default 0: a trained float network's running statistics are already the
+        right ones, and batch statistics of a low-bit network move them away (see
+        ``docs/qat.md``).
     seed : int
         Seeds the shuffles.
     stream : file or None
@@ -81,8 +83,6 @@ def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=None, seed=0,
         raise ValueError(f"epochs must be >= 1, not {epochs!r}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, not {batch!r}")
-    if freeze_bn is None:
-        freeze_bn = max(1, epochs // 3) if epochs > 1 else 0
     rates = {}
     for k, v in model.params.items():
         if k[1] in _QUANTIZER:

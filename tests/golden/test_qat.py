@@ -189,7 +189,8 @@ def test_training_forward_is_the_exported_integer_network(cnn_setup, method):
     run the export with the same results (FULLY_CONNECTED +-1)."""
     net, d, calib = cnn_setup
     model = QATModel(net, method, 4, 3, calib)
-    train(model, d["x_train"][:96], d["y_train"][:96], epochs=2, stream=None)
+    # One epoch of batch-norm warm-up on batch statistics, one frozen.
+    train(model, d["x_train"][:96], d["y_train"][:96], epochs=2, freeze_bn=1, stream=None)
     assert model.frozen
     qm = model.export()
     network = qm.to_network()

@@ -33,7 +33,7 @@ from .build import TOP_MODULE, add_config_arguments, check_out_dir, config_from_
 __all__ = [
     "DEVICES", "Device", "ToolFailed", "run_tool", "yosys_cells", "nextpnr_results",
     "summarize", "synthesize", "summary_line", "RESULTS", "results_plan", "run_results",
-    "results_markdown", "write_docs", "main",
+    "results_markdown", "write_docs", "nextpnr_log_utilization", "partial_report", "main",
 ]
 
 
@@ -219,6 +219,22 @@ def nextpnr_results(report, clock=None):
         "critical_path": _critical_path(report, clock),
         "utilization": report["utilization"],
     }
+
+
+def nextpnr_log_utilization(log_text):
+    """nextpnr's ``Device utilisation`` table from its log, as in its report:
+    ``{bel: {"used", "available"}}``. nextpnr prints it after packing, before placement,
+    so it tells whether a design fits while placement and routing still run."""
+    blocks = log_text.split("Device utilisation:")
+    if len(blocks) < 2:
+        raise ValueError("no device utilisation in the nextpnr log")
+    table = {}
+    for line in blocks[-1].splitlines()[1:]:
+        match = re.fullmatch(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", line.strip())
+        if not match:
+            break
+        table[match[1]] = {"used": int(match[2]), "available": int(match[3])}
+    return table
 
 
 def _resources(family, cells, utilization):
@@ -418,13 +434,37 @@ def _current_report(out_dir, config, freq):
     return report
 
 
-def run_results(out_root, *, only=None, log=print):
+def partial_report(out_dir, device, config):
+    """What the tools of an unfinished build in ``out_dir`` have said so far, if that build
+    is of this very design: Yosys's cells and nextpnr's utilisation after packing."""
+    from .build import LINT_PREAMBLE, convert
+    from .top import Accelerator
+
+    verilog = Path(out_dir) / f"qmac_{config.rows}x{config.cols}.v"
+    if not verilog.exists() or (hashlib.sha256(verilog.read_bytes()).hexdigest()
+                                != hashlib.sha256((LINT_PREAMBLE + convert(Accelerator(config)))
+                                                  .encode()).hexdigest()):
+        return None
+    partial = {"stage": "synthesis"}
+    try:
+        partial["yosys_cells"] = yosys_cells((Path(out_dir) / "yosys.log").read_text())
+        partial["stage"] = "placement and routing"
+        utilization = nextpnr_log_utilization((Path(out_dir) / "nextpnr.log").read_text())
+        partial["resources"] = _resources(device.family, partial["yosys_cells"], utilization)
+    except (OSError, ValueError):
+        pass
+    return partial
+
+
+def run_results(out_root, *, only=None, run=True, log=print):
     """Run (or reuse) the builds of :data:`RESULTS` under ``out_root/device-RxC``.
 
     A report already in a build's directory is reused when it was made from the same Verilog
     (its SHA-256) and target, so builds started by hand with the same options count. A tool
-    failure is recorded and the next build runs. Returns ``[(name, device, config, report or
-    error message)]``.
+    failure is recorded and the next build runs. With ``run=False`` no tool runs: a build
+    without a report is given as what its unfinished logs say (:func:`partial_report`), if
+    anything. Returns ``[(name, device, config, outcome)]``, the outcome a report, an error
+    message or the partial dict.
     """
     rows = []
     for name, device, config in results_plan():
@@ -432,15 +472,22 @@ def run_results(out_root, *, only=None, log=print):
             continue
         out_dir = Path(out_root) / name
         report = _current_report(out_dir, config, device.default_freq)
-        if report is None:
+        if report is not None:
+            log(f"{name}: reusing {out_dir / 'report.json'}")
+        elif run:
             log(f"{name}: synthesizing ({_command(device, config)}) ...")
             try:
                 report = synthesize(config, device, out_dir)
             except ToolFailed as exc:
                 report = str(exc)
         else:
-            log(f"{name}: reusing {out_dir / 'report.json'}")
-        log(f"{name}: " + (summary_line(report) if isinstance(report, dict) else report))
+            report = partial_report(out_dir, device, config)
+            if report is None:
+                continue
+        if isinstance(report, dict) and "stage" in report:
+            log(f"{name}: unfinished, in {report['stage']}")
+        else:
+            log(f"{name}: " + (summary_line(report) if isinstance(report, dict) else report))
         rows.append((name, device, config, report))
     return rows
 
@@ -473,10 +520,18 @@ def results_markdown(rows, out_root):
             lines.append(f"| {name} | {command} | failed | | | | | | | | | |")
             notes.append(f"- {name}: {report}")
             continue
-        r = report["resources"]
+        r = report.get("resources")
 
         def used(key, r=r):
-            return f"{r[key]['used']}/{r[key]['total']}" if r[key]["total"] else "-"
+            return f"{r[key]['used']}/{r[key]['total']}" if r and r[key]["total"] else "-"
+
+        if "stage" in report:
+            lines.append(f"| {name} | {command} | unfinished | | | {used('LUT')} | {used('FF')} "
+                         f"| {used('DSP')} | {used('BRAM')} | {used('SPRAM')} | | |")
+            notes.append(f"- {name}: still in {report['stage']} when this table was written"
+                         + ("; the utilisation is nextpnr's after packing, before placement"
+                            if r else ""))
+            continue
 
         path = report["critical_path"]
         crit = (f"{_short(path['from'])} -> {_short(path['to'])}: {path['delay_ns']:.1f} ns "
@@ -536,6 +591,9 @@ def _parser():
                         "array per device), reusing reports of identical builds in --out")
     p.add_argument("--only", nargs="+", metavar="DEVICE-RxC",
                    help="with --results: only these builds (e.g. ecp5-85f-8x8)")
+    p.add_argument("--no-run", action="store_true",
+                   help="with --results: run no tool, tabulate the reports (and the logs of "
+                        "unfinished builds) already in --out")
     p.add_argument("--write-docs", type=Path, metavar="FILE",
                    help="with --results: write the table into the Results section of FILE "
                         "(e.g. docs/fpga.md)")
@@ -555,7 +613,8 @@ def _main_results(parser, args):
             not args.write_docs.exists() or args.write_docs.is_file())):
         parser.error(f"--write-docs must be a file in an existing directory, "
                      f"not {str(args.write_docs)!r}")
-    rows = run_results(out, only=args.only, log=lambda line: print(line, flush=True))
+    rows = run_results(out, only=args.only, run=not args.no_run,
+                       log=lambda line: print(line, flush=True))
     if args.write_docs is not None:
         write_docs(args.write_docs, results_markdown(rows, out))
         print(f"wrote the results table to {args.write_docs}")
@@ -567,8 +626,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.results:
         return _main_results(parser, args)
-    if args.only or args.write_docs:
-        parser.error("--only and --write-docs go with --results")
+    if args.only or args.write_docs or args.no_run:
+        parser.error("--only, --no-run and --write-docs go with --results")
     if args.pe is None or args.device is None:
         parser.error("--pe and --device are required (or --results)")
     device = DEVICES[args.device]

@@ -8,9 +8,12 @@ import sys
 
 import pytest
 
+from hw.config import AcceleratorConfig
 from hw.synth import (
     DEVICES,
     ToolFailed,
+    nextpnr_log_utilization,
+    partial_report,
     results_markdown,
     results_plan,
     run_tool,
@@ -165,3 +168,26 @@ def test_ecp5_build_reports_what_the_logs_say(tmp_path):
     final = re.findall(r"Max frequency for clock +'([^']*)': ([\d.]+) MHz", log)[-1]
     assert report["clock"] == final[0]
     assert report["fmax_mhz"] == pytest.approx(float(final[1]), abs=0.006)
+
+
+def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):
+    _, out, report = small
+    device, config = DEVICES["ice40-up5k"], AcceleratorConfig(**report["config"])
+    packed = nextpnr_log_utilization((out / "nextpnr.log").read_text())
+    for bel in ("ICESTORM_DSP", "ICESTORM_RAM", "ICESTORM_SPRAM", "SB_IO"):
+        assert packed[bel] == report["nextpnr_utilization"][bel]
+    partial = partial_report(out, device, config)
+    assert partial["stage"] == "placement and routing"
+    assert partial["resources"]["DSP"] == report["resources"]["DSP"]
+    assert partial["yosys_cells"] == report["yosys_cells"]
+    # logs of another design do not count
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("yosys.log", "nextpnr.log", report["verilog"]):
+        text = (out / name).read_text()
+        (other / name).write_text(text + "// changed\n" if name.endswith(".v") else text)
+    assert partial_report(other, device, config) is None
+    name, _, plan_config = results_plan()[-1]
+    section = results_markdown([(name, device, plan_config, partial)], "synth/results")
+    assert f"| {name} | `python -m hw.synth --pe 2x2 --device ice40-up5k" in section
+    assert "| unfinished |" in section and "still in placement and routing" in section

@@ -380,37 +380,36 @@ def summary_line(report):
 
 
 # The builds of the results table in docs/fpga.md: 4x4, 8x8 and the largest array we fit on
-# each device, with depths chosen to fit its block RAM.
+# each device, each with the depths `hw.build` picks for the device (its defaults, halved
+# until the buffers fit the block RAM: hw.resources.fitting_depths).
 RESULTS = (
-    ("ecp5-85f", 4, 4, {"act_depth": 1024, "wgt_depth": 1024, "out_depth": 1024}),
-    ("ecp5-85f", 8, 8, {}),
-    ("ecp5-85f", 16, 16, {"act_depth": 2048, "wgt_depth": 2048, "out_depth": 2048}),
-    ("ecp5-25f", 4, 4, {"act_depth": 1024, "wgt_depth": 1024, "out_depth": 1024}),
-    ("ecp5-25f", 8, 8, {"act_depth": 1024, "wgt_depth": 1024, "out_depth": 1024}),
-    ("ice40-up5k", 2, 2, {"act_depth": 512, "wgt_depth": 512, "out_depth": 512,
-                          "par_depth": 16}),
+    ("ecp5-85f", 4, 4),
+    ("ecp5-85f", 8, 8),
+    ("ecp5-85f", 16, 16),
+    ("ecp5-25f", 4, 4),
+    ("ecp5-25f", 8, 8),
+    ("ice40-up5k", 2, 2),
 )
 
 
 def results_plan():
-    """``(name, device, config)`` of every build in :data:`RESULTS`, name ``device-RxC``."""
-    from .config import AcceleratorConfig
-
+    """``(name, device, config)`` of every build in :data:`RESULTS`, name ``device-RxC``:
+    the configuration ``python -m hw.synth --pe RxC --device D`` builds."""
+    args = _parser().parse_args(["--pe", "1x1", "--device", "ecp5-85f"])
     plan = []
-    for name, rows, cols, depths in RESULTS:
+    for name, rows, cols in RESULTS:
         device = DEVICES[name]
-        config = AcceleratorConfig(rows=rows, cols=cols, device=name,
-                                   host_width=device.default_host_width, **depths)
-        plan.append((f"{name}-{rows}x{cols}", device, config))
+        args.pe, args.device, args.host_width = (rows, cols), name, device.default_host_width
+        plan.append((f"{name}-{rows}x{cols}", device, config_from_args(args)))
     return plan
 
 
 def _command(device, config):
-    """The ``python -m hw.synth`` command line of one build (options that differ from the
-    defaults only)."""
+    """The ``python -m hw.synth`` command line of a build of :func:`results_plan` (its depths
+    are the ones ``hw.synth`` fits to the device by itself)."""
     defaults = type(config)()
     args = [f"--pe {config.rows}x{config.cols}", f"--device {device.name}"]
-    for key in ("acc_width", "rounding", "act_depth", "wgt_depth", "par_depth", "out_depth"):
+    for key in ("acc_width", "rounding"):
         if getattr(config, key) != getattr(defaults, key):
             args.append(f"--{key.replace('_', '-')} {getattr(config, key)}")
     if config.host_width != device.default_host_width:
@@ -509,13 +508,14 @@ def results_markdown(rows, out_root):
         "reports them (LUT and FF of the iCE40: Yosys's `SB_LUT4` / `SB_DFF*` against its",
         "5280 logic cells). Peak GOPS = 2 x R x C x Fmax.",
         "",
-        "| build | command | Fmax MHz | met | peak GOPS | LUT | FF | DSP | BRAM | SPRAM "
-        "| critical path | tool time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| build | command | depths act/wgt/par/out | Fmax MHz | met | peak GOPS | LUT | FF "
+        "| DSP | BRAM | SPRAM | critical path | tool time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for name, device, config, report in rows:
-        command = f"`{_command(device, config)}`"
+        command = (f"`{_command(device, config)}` | {config.act_depth}/{config.wgt_depth}/"
+                   f"{config.par_depth}/{config.out_depth}")
         if not isinstance(report, dict):
             lines.append(f"| {name} | {command} | failed | | | | | | | | | |")
             notes.append(f"- {name}: {report}")

@@ -135,6 +135,8 @@ def test_write_docs_replaces_only_the_results_section(tmp_path, small):
     name, device, config = results_plan()[-1]
     section = results_markdown([(name, device, config, report)], "synth/results")
     assert f"| {name} |" in section and f"{report['fmax_mhz']:.1f}" in section
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert len(table) == 3 and len({line.count("|") for line in table}) == 1
     docs = tmp_path / "fpga.md"
     write_docs(docs, section)
     assert "## Resource model" in docs.read_text() and section in docs.read_text()

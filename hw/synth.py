@@ -605,14 +605,14 @@ def _main_results(parser, args):
     for name in args.only or ():
         if name not in names:
             parser.error(f"--only must name builds among {', '.join(names)}, not {name!r}")
-    out = args.out or Path("synth") / "results"
-    problem = check_out_dir(out)
-    if problem:
-        parser.error(problem)
     if args.write_docs is not None and not (args.write_docs.parent.is_dir() and (
             not args.write_docs.exists() or args.write_docs.is_file())):
         parser.error(f"--write-docs must be a file in an existing directory, "
                      f"not {str(args.write_docs)!r}")
+    out = args.out or Path("synth") / "results"
+    problem = check_out_dir(out)
+    if problem:
+        parser.error(problem)
     rows = run_results(out, only=args.only, run=not args.no_run,
                        log=lambda line: print(line, flush=True))
     if args.write_docs is not None:

@@ -1,10 +1,9 @@
 """Quantization-aware training of the float networks into exact golden int8 networks.
 
-See ``docs/qat.md``. :class:`QATModel` is the training graph, :func:`train` the loop;
-``python -m golden.qat`` is the command line.
+See ``docs/qat.md``. :class:`QATModel` is the training graph, ``golden.qat.train.train``
+the loop; ``python -m golden.qat`` is the command line.
 """
 
 from .model import METHODS, QATModel
-from .train import train
 
-__all__ = ["METHODS", "QATModel", "train"]
+__all__ = ["METHODS", "QATModel"]

@@ -16,9 +16,10 @@ from golden.nets.source import labelled_data
 from golden.nets.train import softmax_cross_entropy
 from golden.ptq import calibrate as cal
 from golden.ptq.quantizer import Config, accuracy, quantize_model
-from golden.qat import QATModel, train
+from golden.qat import QATModel
 from golden.qat.__main__ import main as qat_main
 from golden.qat.__main__ import parse_init
+from golden.qat.train import train
 from golden.tflite_io import load_tflite, to_tflite_bytes
 
 from .netbuild import litert_run

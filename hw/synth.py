@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 
@@ -506,7 +507,8 @@ def results_markdown(rows, out_root):
         "port on a free pin of the package, the clock on a global net. Target 100 MHz on ECP5,",
         "30 MHz on iCE40; nextpnr-ecp5 with `--router router2`. Used / available as nextpnr",
         "reports them (LUT and FF of the iCE40: Yosys's `SB_LUT4` / `SB_DFF*` against its",
-        "5280 logic cells). Peak GOPS = 2 x R x C x Fmax.",
+        "5280 logic cells). Peak GOPS = 2 x R x C x Fmax. Tool time: wall clock of Yosys and",
+        f"nextpnr on the machine that ran them (table written {date.today().isoformat()}).",
         "",
         "| build | command | depths act/wgt/par/out | Fmax MHz | met | peak GOPS | LUT | FF "
         "| DSP | BRAM | SPRAM | critical path | tool time |",

@@ -20,7 +20,6 @@ design misses timing, 2 on a bad argument (unknown board, an array the device ca
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -41,17 +40,18 @@ NAME = "qmac_board"
 DEFAULT_BAUD = 3_000_000
 LINK_DEPTH = 2048
 TX_DEPTH = 512
-#: Buffer depths tried, largest first; 256 words hold K up to 256 (3x3x28 convolutions).
-DEPTHS = (4096, 2048, 1024, 512, 256)
-#: Share of the block RAM the accelerator's buffers may take (the rest: link FIFOs, slack).
-BRAM_SHARE = 0.8
-#: Logic cells per PE and for everything else (controller, requantizer, link); only used
-#: to rank arrays before place and route decides. Measured: iCEBreaker 1x1, 4090 LCs;
-#: ULX3S-85F 4x4, 7795 LUTs.
+#: Logic per PE and for everything else (controller, requantizer, link), and extra per
+#: product built in logic (an 8x8 PE product, a 16x16 requantizer partial product); only
+#: used to rank arrays before place and route decides. Measured: iCEBreaker 1x1 4090 LCs,
+#: ULX3S-85F 4x4 7795 LUTs.
 LUTS_PER_PE = 120
 LUTS_BASE = {"ice40": 4000, "ecp5": 6000}
+LUTS_LOGIC_PE = 80
+LUTS_LOGIC_REQUANT = 320
+#: Share of the LUTs the model lets an array take (place and route needs slack).
+LUT_SHARE = 0.95
 
-#: hw.synth's names of our devices.
+#: hw.resources' names of our devices.
 _SYNTH_DEVICES = {"iCE40UP5K": "ice40-up5k", "LFE5U-12F": "ecp5-12f", "LFE5U-25F": "ecp5-25f",
                   "LFE5U-45F": "ecp5-45f", "LFE5U-85F": "ecp5-85f"}
 
@@ -59,58 +59,59 @@ _TOOLS = {"YOSYS": "yosys", "NEXTPNR_ICE40": "nextpnr-ice40", "ICEPACK": "icepac
           "NEXTPNR_ECP5": "nextpnr-ecp5", "ECPPACK": "ecppack"}
 
 
-def _blocks(device, width, depth):
-    """Block RAMs for a ``width`` x ``depth`` simple dual-port memory, best aspect ratio."""
-    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in device.bram_configs)
+def link_brams(board):
+    """Block RAMs of the link: its receive buffer and transmit FIFO."""
+    from hw.resources import block_rams
 
-
-def _memories(config):
-    """(width, words) of every memory of the board design."""
-    c = config
-    return [
-        (8 * c.rows, 2 * c.act_depth),
-        (8 * c.cols, 2 * c.wgt_depth),
-        (70 * c.cols, 2 * c.par_depth),      # bias, M0 (32 bits each), shift (6)
-        (8 * c.cols, 2 * c.out_depth),
-        (8, LINK_DEPTH),
-        (8, TX_DEPTH),
-    ]
-
-
-def estimate(board, config):
-    """Resource model of ``config`` on ``board``: dict of dsp, bram, lut (estimates)."""
-    dev = board.device
-    return {
-        "dsp": config.rows * config.cols + 4 * config.cols + 3,
-        "bram": sum(_blocks(dev, w, d) for w, d in _memories(config)),
-        "lut": LUTS_BASE[dev.family] + LUTS_PER_PE * config.rows * config.cols,
-    }
+    return sum(block_rams(board.family, words, 1, 8, False) for words in (LINK_DEPTH, TX_DEPTH))
 
 
 def board_config(board, rows, cols):
-    """The accelerator of ``rows`` x ``cols`` for ``board``: 8-bit host stream, and the
-    deepest buffers (from :data:`DEPTHS`) whose block RAM fits the device's share."""
-    dev = board.device
-    config = None
-    for depth in DEPTHS:
-        config = AcceleratorConfig(rows=rows, cols=cols, host_width=HOST_WIDTH,
-                                   act_depth=depth, wgt_depth=depth, out_depth=depth,
-                                   par_depth=max(2, depth // 64))
-        if estimate(board, config)["bram"] <= BRAM_SHARE * dev.brams:
-            break
-    return config
+    """The accelerator of ``rows`` x ``cols`` for ``board``: 8-bit host stream, the device's
+    DSP blocks (products past them in logic, ``hw.resources``), and the deepest buffers
+    (``hw.resources.fitting_depths``) that leave the link its block RAMs."""
+    from types import SimpleNamespace
+
+    from hw.resources import DEVICES, ResourceError, fitting_depths
+
+    device = _SYNTH_DEVICES[board.device.name]
+    budget = DEVICES[device].bram - link_brams(board)
+    trial = {name: f.default for name, f in AcceleratorConfig.__dataclass_fields__.items()}
+    trial.update(rows=rows, cols=cols, host_width=HOST_WIDTH, device=device,
+                 bram_budget=budget)
+    depths = fitting_depths(SimpleNamespace(**trial))
+    try:
+        return AcceleratorConfig(**{**trial, **depths})
+    except ResourceError as e:
+        # Even the smallest buffers overflow: say so without hw.build's option names.
+        need = str(e).split("; reduce")[0].replace("the --bram budget", "what the link leaves")
+        raise ValueError(f"a {rows}x{cols} array does not fit {board.name}: {need}") from None
+
+
+def estimate(board, config):
+    """Resource model of ``config`` on ``board``: dict of dsp, bram, spram (as
+    ``hw.resources`` plans them, link included) and lut (an estimate)."""
+    p = config.resources
+    logic_pe = sum(impl == "logic" for impl in p.pe_multipliers)
+    logic_rq = sum(impl == "logic" for impl in p.requant_multipliers)
+    return {
+        "dsp": p.dsp,
+        "bram": p.bram + link_brams(board),
+        "spram": sum((p.spram or {}).values()),
+        "lut": (LUTS_BASE[board.family] + LUTS_PER_PE * config.rows * config.cols
+                + LUTS_LOGIC_PE * logic_pe + LUTS_LOGIC_REQUANT * logic_rq),
+    }
 
 
 def check_fit(board, config):
-    """ValueError naming the first resource that ``config`` overflows on ``board``."""
+    """ValueError when the model says ``config`` does not fit ``board``'s logic (DSP blocks
+    and block RAM are budgeted by the configuration itself)."""
     dev = board.device
-    need = estimate(board, config)
-    for key, total, what in (("dsp", dev.dsps, "DSP blocks"), ("bram", dev.brams,
-                                                                "block RAMs"),
-                             ("lut", dev.luts, "LUTs (estimated)")):
-        if need[key] > total:
-            raise ValueError(f"a {config.rows}x{config.cols} array needs {need[key]} {what} "
-                             f"but the {dev.name} of {board.name} has {total}")
+    need = estimate(board, config)["lut"]
+    if need > LUT_SHARE * dev.luts:
+        raise ValueError(f"a {config.rows}x{config.cols} array needs about {need} LUTs but "
+                         f"the {dev.name} of {board.name} has {dev.luts} (the model allows "
+                         f"{LUT_SHARE:.0%})")
 
 
 def candidates(board):
@@ -121,7 +122,7 @@ def candidates(board):
     for r, c in shapes:
         try:
             check_fit(board, board_config(board, r, c))
-        except ValueError:
+        except ValueError:     # logic past the model's share, or buffers past the block RAM
             continue
         fits.append((r * c, r, c))
     return [(r, c) for _, r, c in sorted(fits, reverse=True)]
@@ -243,7 +244,7 @@ def search(board, shapes, *, freq, baud, out, auto):
             need = estimate(board, config)
             print(f"auto: trying {r}x{c} (model: {need['dsp']} of {board.device.dsps} DSP, "
                   f"{need['bram']} of {board.device.brams} block RAMs, "
-                  f"~{need['lut']} of {board.device.luts} logic cells)", flush=True)
+                  f"~{need['lut']} of {board.device.luts} LUTs)", flush=True)
         try:
             report = build(board, config, freq=freq, baud=baud, out=where)
         except BuildFailed as e:

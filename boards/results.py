@@ -59,7 +59,7 @@ def measure(board, report, out):
     if not all(r.exact for r in layers):
         raise RuntimeError("the simulated board did not match the golden model")
     link_s = sum(r.seconds for r in layers)
-    rows = run_model(load_tflite(model), np.load(data), config)
+    rows = run_model(load_tflite(model), np.load(data), run.as_identified(config))
     cycles = sum(r.total for r in rows if r.rtl)
     return {"link_seconds": link_s, "link_images_per_s": 1 / link_s,
             "compute_cycles": cycles, "compute_images_per_s": freq * 1e6 / cycles,

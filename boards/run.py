@@ -25,7 +25,7 @@ import pickle
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,13 @@ __all__ = ["Request", "LayerRun", "Result", "ConfigMismatch", "execute", "format
 
 class ConfigMismatch(ValueError):
     """The bitstream on the board is not the build the command asked for."""
+
+
+def as_identified(config):
+    """``config`` as the ID command reports it: without the FPGA target, which decides how
+    products and buffers are built (``hw.resources``), not what they compute; also the
+    configuration the simulation builds (generic multiplies and memories)."""
+    return replace(config, device=None, dsp_budget=None, bram_budget=None)
 
 
 @dataclass
@@ -128,7 +135,7 @@ def execute(port, request):
     probe = AcceleratorConfig(rows=1, cols=1, host_width=HOST_WIDTH)
     link = LinkTransport(port, probe, timeout=request.timeout)
     config = identify(link)
-    if request.expect is not None and config != request.expect:
+    if request.expect is not None and config != as_identified(request.expect):
         raise ConfigMismatch(f"the board holds {_describe(config)}, not the requested "
                              f"{_describe(request.expect)}")
     link.config = config
@@ -204,7 +211,7 @@ def simulate(request, config, *, freq, baud, noise=()):
     """
     from sim import harness
 
-    build_dir, div = sim_build(config, freq, baud)
+    build_dir, div = sim_build(as_identified(config), freq, baud)
     with tempfile.TemporaryDirectory(prefix="qmac-board-") as tmp:
         case, out = Path(tmp) / "case.npz", Path(tmp) / "out.pkl"
         np.savez(case, divisor=div, period_ps=2 * round(1e6 / freq / 2),

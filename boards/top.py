@@ -149,10 +149,14 @@ class BoardTop(Elaboratable):
             m.d.sync += [heartbeat.eq(int(self.freq * 1e6) // 2), blink.eq(~blink)]
         with m.Else():
             m.d.sync += heartbeat.eq(heartbeat - 1)
+        requested = {}
         for led, value in zip(b.leds, (core.busy, core.fault, blink), strict=True):
             if led is None:
                 continue
-            res = platform.request(*led[:2])
+            # An RGB LED is one resource of three pins: request it once.
+            if led[:2] not in requested:
+                requested[led[:2]] = platform.request(*led[:2])
+            res = requested[led[:2]]
             pin = getattr(res, led[2]) if len(led) > 2 else res
             m.d.comb += pin.o.eq(value)
         return m

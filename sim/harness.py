@@ -14,7 +14,9 @@ restores full visibility, and a ``waves`` build traces every signal either way.
 
 Builds are cached under ``sim_build/`` (or ``$QMAC_SIM_CACHE``), keyed by a hash of the
 Verilog text, the visibility, the Verilator version and its arguments: every test that
-shares a configuration shares the build. Progress goes to stderr.
+shares a configuration shares the build. Verilator's runtime library (``verilated*.o``, the
+same for every design) is compiled once per set of switches and shared by every build in
+the cache. Progress goes to stderr.
 
 Test data crosses the process boundary as files: the pytest side writes a case
 (``.npz``), the cocotb module reads it, drives the RTL and writes what it observed; the

@@ -34,7 +34,8 @@ from .build import TOP_MODULE, add_config_arguments, check_out_dir, config_from_
 __all__ = [
     "DEVICES", "Device", "ToolFailed", "run_tool", "yosys_cells", "nextpnr_results",
     "summarize", "synthesize", "summary_line", "RESULTS", "results_plan", "run_results",
-    "results_markdown", "write_docs", "nextpnr_log_utilization", "partial_report", "main",
+    "results_markdown", "write_docs", "nextpnr_log_utilization", "partial_report",
+    "model_check", "main",
 ]
 
 
@@ -51,12 +52,15 @@ class Device:
     nextpnr_args : tuple of str
         Device and package options of nextpnr.
     io_pins : int
-        User I/O pins of that package (nextpnr's ``TRELLIS_IO`` / ``SB_IO`` total).
+        User I/O pins of that package, from the datasheet (nextpnr's ``TRELLIS_IO`` total
+        counts 365 pads on the 85F, bonded or not).
     default_freq : float
         Target clock in MHz when none is given.
     default_host_width : int
         Host stream width when none is given: the iCE40's 39 pins do not hold two 32-bit
         streams, and the iCEBreaker talks 8-bit UART anyway.
+    yosys_options : tuple of str
+        Options of ``synth_<family>`` (``-dsp``: iCE40 multipliers into SB_MAC16).
     """
 
     name: str
@@ -291,6 +295,21 @@ def summarize(*, device, rows, cols, yosys_log, nextpnr_report, clock=None):
     }
 
 
+def model_check(manifest, figures):
+    """The manifest's expected DSP blocks, block RAMs and SPRAMs (``hw.resources``) beside
+    the counts of Yosys's netlist and nextpnr's placement: ``{"DSP": {"manifest", "yosys",
+    "nextpnr"}, ...}`` for each resource the manifest models."""
+    cells, resources = figures["yosys_cells"], figures["resources"]
+    check = {}
+    for ours, section in (("DSP", "dsp"), ("BRAM", "block_ram"), ("SPRAM", "spram")):
+        model = manifest.get("resources", {}).get(section)
+        if not model or model.get("primitive") is None:
+            continue
+        check[ours] = {"manifest": model["used"], "yosys": cells.get(model["primitive"], 0),
+                       "nextpnr": resources[ours]["used"]}
+    return check
+
+
 def io_bits(config):
     """Package pins the top module needs: clock, reset and both host streams."""
     return 2 + 2 * (config.host_width + 2)
@@ -355,6 +374,7 @@ def synthesize(config, device, out_dir, *, freq=None, router="router2", seed=1):
         "verilog": verilog,
         "verilog_sha256": digest,
         **figures,
+        "model_check": model_check(info, figures),
         "logs": {"yosys": "yosys.log", "nextpnr": "nextpnr.log",
                  "nextpnr_report": "nextpnr-report.json"},
         "commands": {
@@ -375,9 +395,14 @@ def summary_line(report):
     used = ", ".join(f"{k} {r[k]['used']}/{r[k]['total']}"
                      for k in ("LUT", "FF", "DSP", "BRAM", "SPRAM") if r[k]["total"])
     met = "met" if report["timing_met"] else "NOT met"
+    off = [f"{k} expected {v['manifest']}, Yosys {v['yosys']}, nextpnr {v['nextpnr']}"
+           for k, v in report.get("model_check", {}).items()
+           if not v["manifest"] == v["yosys"] == v["nextpnr"]]
+    model = ("; resource model differs: " + ", ".join(off)) if off else (
+        "; as the manifest expects" if report.get("model_check") else "")
     return (f"{report['device']} {report['pe']}: Fmax {report['fmax_mhz']:.1f} MHz (target "
             f"{report['target_mhz']:g}, timing {met}), {report['peak_gops']:.1f} GOPS peak; "
-            f"{used}")
+            f"{used}{model}")
 
 
 # The builds of the results table in docs/fpga.md: 4x4, 8x8 and the largest array we fit on
@@ -474,6 +499,9 @@ def run_results(out_root, *, only=None, run=True, log=print):
         report = _current_report(out_dir, config, device.default_freq)
         if report is not None:
             log(f"{name}: reusing {out_dir / 'report.json'}")
+            if "model_check" not in report:
+                manifest = json.loads((out_dir / "manifest.json").read_text())
+                report["model_check"] = model_check(manifest, report)
         elif run:
             log(f"{name}: synthesizing ({_command(device, config)}) ...")
             try:
@@ -539,6 +567,12 @@ def results_markdown(rows, out_root):
         crit = (f"{_short(path['from'])} -> {_short(path['to'])}: {path['delay_ns']:.1f} ns "
                 f"({path['logic_levels']} logic levels, {path['routing_ns']:.1f} ns routing)"
                 if path else "-")
+        off = [f"{k}: manifest {v['manifest']}, Yosys {v['yosys']}, nextpnr {v['nextpnr']}"
+               for k, v in report["model_check"].items()
+               if not v["manifest"] == v["yosys"] == v["nextpnr"]]
+        notes.append(f"- {name}: " + (f"the resource model differs ({'; '.join(off)})" if off
+                                       else "DSP and block RAM (and SPRAM) counts of the "
+                                            "manifest, Yosys and nextpnr agree"))
         seconds = report["seconds"]
         lines.append(
             f"| {name} | {command} | {report['fmax_mhz']:.1f} | "

@@ -69,6 +69,13 @@ def test_small_build_reports_what_the_logs_say(small):
                          ("SPRAM", "ICESTORM_SPRAM"), ("LC", "ICESTORM_LC"), ("IO", "SB_IO")):
         assert (resources[ours]["used"], resources[ours]["total"]) == used[theirs], ours
     assert resources["IO"]["used"] == 2 + 2 * (8 + 2)
+    # the manifest's resource model against the same log lines
+    manifest = json.loads((out / "manifest.json").read_text())["resources"]
+    assert manifest["dsp"]["used"] == used["ICESTORM_DSP"][0]
+    assert manifest["block_ram"]["used"] == used["ICESTORM_RAM"][0]
+    assert manifest["spram"]["used"] == used["ICESTORM_SPRAM"][0]
+    assert set(report["model_check"]) == {"DSP", "BRAM", "SPRAM"}
+    assert "as the manifest expects" in lines[-2]
 
     yosys = (out / "yosys.log").read_text()
     # the mapped design's totals: the last statistics, after its per-module listing
@@ -134,6 +141,7 @@ def test_write_docs_replaces_only_the_results_section(tmp_path, small):
     _, _, report = small
     name, device, config = results_plan()[-1]
     section = results_markdown([(name, device, config, report)], "synth/results")
+    assert f"- {name}: DSP and block RAM (and SPRAM) counts of the manifest, Yosys" in section
     assert f"| {name} |" in section and f"{report['fmax_mhz']:.1f}" in section
     table = [line for line in section.splitlines() if line.startswith("|")]
     assert len(table) == 3 and len({line.count("|") for line in table}) == 1

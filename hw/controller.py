@@ -256,15 +256,20 @@ class Controller(wiring.Component):
                                 m.next = "LOAD_CHECK"
 
             with m.State("LOAD_CHECK"):
+                # The verdict is registered and acted on in LOAD_VERDICT: the 33-bit sum and
+                # compare do not reach the error counters and the state in one cycle.
                 addr, count = args[0], args[1]
-                bad = (count == 0) | (addr + count > load_depth(op))
-                m.d.sync += [load_addr.eq(addr), remaining.eq(count), drop.eq(bad),
+                m.d.sync += [load_addr.eq(addr), remaining.eq(count),
+                             drop.eq((count == 0) | (addr + count > load_depth(op))),
                              lane_word.eq(0), channel.eq(0), field.eq(0)]
-                with m.If(bad):
+                m.next = "LOAD_VERDICT"
+
+            with m.State("LOAD_VERDICT"):
+                with m.If(drop):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.LOAD_RANGE)]
                     # The host still sends the data words it announced: drop them.
                     m.next = "HEADER"
-                    with m.If(count != 0):
+                    with m.If(remaining != 0):
                         m.next = "LOAD_DATA"
                 with m.Else():
                     m.next = "LOAD_WAIT"
@@ -300,8 +305,12 @@ class Controller(wiring.Component):
 
             with m.State("STORE_CHECK"):
                 addr, count = args[0], args[1]
-                m.d.sync += [store_addr.eq(addr), remaining.eq(count), lane_word.eq(0)]
-                with m.If((count == 0) | (addr + count > c.out_depth)):
+                m.d.sync += [store_addr.eq(addr), remaining.eq(count), lane_word.eq(0),
+                             range_bad.eq((count == 0) | (addr + count > c.out_depth))]
+                m.next = "STORE_VERDICT"
+
+            with m.State("STORE_VERDICT"):
+                with m.If(range_bad):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.STORE_RANGE)]
                     m.next = "HEADER"
                 with m.Else():

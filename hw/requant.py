@@ -33,8 +33,8 @@ LAYER_PARAMS = data.StructLayout({
 #: ``docs/arithmetic.md``): (a_lo, b_lo), (a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi).
 PRODUCTS_PER_LANE = 4
 _PRODUCT_LATENCY = MUL_LATENCY + 2
-# Stages before the multiply, and after it up to the output.
-_LATENCY = {"double": 2 + _PRODUCT_LATENCY + 5, "single": 1 + _PRODUCT_LATENCY + 5}
+# The input register, the stages before the multiply, and after it up to the output.
+_LATENCY = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
 
 
 class Requantizer(wiring.Component):
@@ -166,19 +166,23 @@ class Requantizer(wiring.Component):
             low = stage(k + 2, f"{name}_low", unsigned(32), ll)
             return stage(k + 3, name, unsigned(64), (Cat(low, top) + (mid << 16))[:64])
 
-        layer = [self.i.payload.layer]
-        for k in range(depth - 1):
+        # Stage 0 only registers the inputs: they come straight from block RAM (the
+        # parameters) whose clock-to-output time leaves no room for logic behind it.
+        acc = stage(0, "acc", self.i.payload.acc.shape(), self.i.payload.acc)
+        params = stage(0, "params", self.i.payload.params.shape(), self.i.payload.params)
+        layer = [stage(0, "layer", LAYER_PARAMS, self.i.payload.layer)]
+        for k in range(1, depth - 1):
             layer.append(stage(k, f"layer_{k}", LAYER_PARAMS, layer[-1]))
 
         lane_fn = self._lane_double if self._rounding == "double" else self._lane_single
         for j in range(self._lanes):
+            # A lane's stage k is the pipeline's stage k + 1, after the input register.
             def lane_stage(k, name, shape, value, j=j):
-                return stage(k, f"l{j}_{name}", shape, value)
+                return stage(k + 1, f"l{j}_{name}", shape, value)
             def lane_product(k, name, a, b, j=j):
                 impls = self._multipliers[PRODUCTS_PER_LANE * j:PRODUCTS_PER_LANE * (j + 1)]
-                return product(k, f"l{j}_{name}", a, b, impls)
-            result = lane_fn(lane_stage, lane_product, layer, self.i.payload.acc[j],
-                             self.i.payload.params[j])
+                return product(k + 1, f"l{j}_{name}", a, b, impls)
+            result = lane_fn(lane_stage, lane_product, layer, acc[j], params[j])
             m.d.comb += self.o.payload[j].eq(result)
         return m
 

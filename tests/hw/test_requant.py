@@ -332,8 +332,8 @@ def test_signature():
         "layer": LAYER_PARAMS,
     })
     assert data.Layout.cast(dut.o.payload.shape()) == data.ArrayLayout(signed(8), 3)
-    assert (dut.lanes, dut.acc_width, dut.rounding, dut.latency) == (3, 20, "double", 11)
-    assert Requantizer(3, rounding="single").latency == 10
+    assert (dut.lanes, dut.acc_width, dut.rounding, dut.latency) == (3, 20, "double", 12)
+    assert Requantizer(3, rounding="single").latency == 11
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

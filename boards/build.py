@@ -43,9 +43,9 @@ TX_DEPTH = 512
 #: Logic per PE and for everything else (controller, requantizer, link), and extra per
 #: product built in logic (an 8x8 PE product, a 16x16 requantizer partial product); only
 #: used to rank arrays before place and route decides. Measured: iCEBreaker 1x1 4884 LCs,
-#: ULX3S-85F 4x4 7795 LUTs.
+#: ULX3S-85F 4x4 8528 LUTs.
 LUTS_PER_PE = 120
-LUTS_BASE = {"ice40": 4800, "ecp5": 6000}
+LUTS_BASE = {"ice40": 4800, "ecp5": 6600}
 LUTS_LOGIC_PE = 80
 LUTS_LOGIC_REQUANT = 320
 #: Share of the LUTs the model lets an array take (place and route needs slack).

@@ -476,6 +476,8 @@ def partial_report(out_dir, device, config):
         partial["stage"] = "placement and routing"
         utilization = nextpnr_log_utilization((Path(out_dir) / "nextpnr.log").read_text())
         partial["resources"] = _resources(device.family, partial["yosys_cells"], utilization)
+        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+        partial["model_check"] = model_check(manifest, partial)
     except (OSError, ValueError):
         pass
     return partial
@@ -525,6 +527,18 @@ def _short(cell):
     return re.split(r"_(?:SB_|TRELLIS_|LUT4|DFF|CCU2C|MULT18X18D|DP16KD|ALU54B)|\$", cell)[0]
 
 
+def _model_note(report):
+    check = report.get("model_check")
+    if not check:
+        return ""
+    off = [f"{k}: manifest {v['manifest']}, Yosys {v['yosys']}, nextpnr {v['nextpnr']}"
+           for k, v in check.items() if not v["manifest"] == v["yosys"] == v["nextpnr"]]
+    if off:
+        return f": the resource model differs ({'; '.join(off)})"
+    counts = ", ".join(f"{v['manifest']} {k}" for k, v in check.items())
+    return f": {counts}, the same in the manifest, Yosys's netlist and nextpnr's utilisation"
+
+
 def results_markdown(rows, out_root):
     """The results section of ``docs/fpga.md`` for the rows of :func:`run_results`."""
     lines = [
@@ -558,21 +572,17 @@ def results_markdown(rows, out_root):
         if "stage" in report:
             lines.append(f"| {name} | {command} | unfinished | | | {used('LUT')} | {used('FF')} "
                          f"| {used('DSP')} | {used('BRAM')} | {used('SPRAM')} | | |")
-            notes.append(f"- {name}: still in {report['stage']} when this table was written"
+            notes.append(f"- {name}: had not finished {report['stage']} when this table was "
+                         "written (still running, or stopped)"
                          + ("; the utilisation is nextpnr's after packing, before placement"
-                            if r else ""))
+                            if r else "") + _model_note(report))
             continue
 
         path = report["critical_path"]
         crit = (f"{_short(path['from'])} -> {_short(path['to'])}: {path['delay_ns']:.1f} ns "
                 f"({path['logic_levels']} logic levels, {path['routing_ns']:.1f} ns routing)"
                 if path else "-")
-        off = [f"{k}: manifest {v['manifest']}, Yosys {v['yosys']}, nextpnr {v['nextpnr']}"
-               for k, v in report["model_check"].items()
-               if not v["manifest"] == v["yosys"] == v["nextpnr"]]
-        notes.append(f"- {name}: " + (f"the resource model differs ({'; '.join(off)})" if off
-                                       else "DSP and block RAM (and SPRAM) counts of the "
-                                            "manifest, Yosys and nextpnr agree"))
+        notes.append(f"- {name}" + _model_note(report))
         seconds = report["seconds"]
         lines.append(
             f"| {name} | {command} | {report['fmax_mhz']:.1f} | "

@@ -141,7 +141,7 @@ def test_write_docs_replaces_only_the_results_section(tmp_path, small):
     _, _, report = small
     name, device, config = results_plan()[-1]
     section = results_markdown([(name, device, config, report)], "synth/results")
-    assert f"- {name}: DSP and block RAM (and SPRAM) counts of the manifest, Yosys" in section
+    assert "the same in the manifest, Yosys's netlist and nextpnr's utilisation" in section
     assert f"| {name} |" in section and f"{report['fmax_mhz']:.1f}" in section
     table = [line for line in section.splitlines() if line.startswith("|")]
     assert len(table) == 3 and len({line.count("|") for line in table}) == 1
@@ -190,6 +190,7 @@ def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):
     assert partial["stage"] == "placement and routing"
     assert partial["resources"]["DSP"] == report["resources"]["DSP"]
     assert partial["yosys_cells"] == report["yosys_cells"]
+    assert partial["model_check"] == report["model_check"]
     # logs of another design do not count
     other = tmp_path / "other"
     other.mkdir()
@@ -200,4 +201,4 @@ def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):
     name, _, plan_config = results_plan()[-1]
     section = results_markdown([(name, device, plan_config, partial)], "synth/results")
     assert f"| {name} | `python -m hw.synth --pe 2x2 --device ice40-up5k" in section
-    assert "| unfinished |" in section and "still in placement and routing" in section
+    assert "| unfinished |" in section and "not finished placement and routing" in section

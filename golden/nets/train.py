@@ -46,10 +46,14 @@ def softmax_cross_entropy(logits, labels):
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) over a dict of parameter arrays, updated in place."""
+    """Adam (Kingma & Ba 2015) over a dict of parameter arrays, updated in place.
 
-    def __init__(self, params, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.params = params
+    ``rates``, optional, maps each key of ``params`` to a multiplier of the learning rate
+    (quantization-aware training moves quantizer parameters at their own scale).
+    """
+
+    def __init__(self, params, rates=None, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.params, self.rates = params, rates
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
@@ -63,7 +67,8 @@ class Adam:
         for k, g in grads.items():
             self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
             self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g * g
-            self.params[k] -= lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
+            rate = lr if self.rates is None else lr * self.rates[k]
+            self.params[k] -= rate * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
 
 
 def accuracy(net, x, y, batch=256):

@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 
-from ..nets.train import softmax_cross_entropy
+from ..nets.train import Adam, softmax_cross_entropy
 from ..ptq.progress import Progress
 
-__all__ = ["LR", "OFFSET_LR", "default_epochs", "Adam", "train"]
+__all__ = ["LR", "OFFSET_LR", "default_epochs", "train"]
 
 LR = 1e-3
 OFFSET_LR = 10.0
@@ -26,29 +26,6 @@ def default_epochs(weight_bits):
     2-bit weights, where the network has the most to relearn."""
     return {2: 30, 3: 20}.get(weight_bits, 10)
 _QUANTIZER = ("ws", "s", "alpha")
-
-
-class Adam:
-    """Adam (Kingma & Ba 2015) with a learning-rate multiplier per parameter."""
-
-    def __init__(self, params, rates, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.params, self.rates = params, rates
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
-        self.m = {k: np.zeros_like(v) for k, v in params.items()}
-        self.v = {k: np.zeros_like(v) for k, v in params.items()}
-        self.t = 0
-
-    def step(self, grads, lr):
-        self.t += 1
-        c1 = 1.0 - self.beta1**self.t
-        c2 = 1.0 - self.beta2**self.t
-        for k, g in grads.items():
-            self.m[k] = self.beta1 * self.m[k] + (1.0 - self.beta1) * g
-            self.v[k] = self.beta2 * self.v[k] + (1.0 - self.beta2) * g * g
-            self.params[k] -= lr * self.rates[k] * (self.m[k] / c1) / \
-                (np.sqrt(self.v[k] / c2) + self.eps)
-            if k[1] in _QUANTIZER:
-                np.maximum(self.params[k], 1e-8, out=self.params[k])
 
 
 def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=0, seed=0,
@@ -109,6 +86,10 @@ def train(model, x, y, *, epochs, batch=32, lr=LR, freeze_bn=0, seed=0,
                 loss, dout = softmax_cross_entropy(out.reshape(len(idx), -1), y[idx])
                 grads = model.backward(dout.reshape(out.shape))
                 opt.step(grads, 0.5 * lr * (1.0 + np.cos(np.pi * t / steps)))
+                for k in grads:
+                    # A scale or clip at or below 0 would divide by zero or flip the grid.
+                    if k[1] in _QUANTIZER:
+                        np.maximum(model.params[k], 1e-8, out=model.params[k])
                 t += 1
                 total += loss * len(idx)
                 bar.update()

@@ -15,6 +15,7 @@ __all__ = [
     "ArgumentParser",
     "positive_int",
     "nonnegative_int",
+    "int_in",
     "output_file",
     "output_dir",
     "check_output_file",
@@ -73,6 +74,20 @@ def nonnegative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {text!r}")
     return value
+
+
+def int_in(values):
+    """argparse type factory: an integer in ``values``, a ``range`` (bit widths)."""
+    def convert(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value not in values:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer from {values.start} to {values.stop - 1}, not {text!r}")
+        return value
+    return convert
 
 
 def _probe(directory):

@@ -11,13 +11,12 @@ Output paths are checked before any work, and an existing file is only overwritt
 ``--force``. Bad options are one line on stderr and exit status 2.
 """
 
-import argparse
 import sys
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..cli import ArgumentParser, positive_int
+from ..cli import ArgumentParser, int_in, positive_int
 from ..nets import MODELS
 from ..nets.source import labelled_data, load_samples, model_argument, open_model
 from ..nets.train import accuracy as float_accuracy
@@ -30,19 +29,6 @@ from .weights import GRANULARITIES, RANGES
 __all__ = ["main"]
 
 REPORT_PATH = "docs/ptq-results.md"
-
-
-
-def _bits(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value not in BITS:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer from {BITS.start} to {BITS.stop - 1}, not {text!r}")
-    return value
-
 
 
 def _parser():
@@ -66,7 +52,7 @@ def _parser():
                    help="activation range method (default: minmax)")
     p.add_argument("--weights", choices=GRANULARITIES, default="channel",
                    help="weight scale granularity (default: channel)")
-    p.add_argument("--bits", type=_bits, default=8, metavar="N",
+    p.add_argument("--bits", type=int_in(BITS), default=8, metavar="N",
                    help=f"weight bits, {BITS.start}..{BITS.stop - 1} (default: 8)")
     p.add_argument("--weight-range", choices=RANGES, default="minmax",
                    help="weight scale from the largest magnitude or the least squared "

@@ -15,7 +15,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from ..cli import ArgumentParser, nonnegative_int, positive_int
+from ..cli import ArgumentParser, int_in, nonnegative_int, positive_int
 from ..nets import MODELS
 from ..nets.source import labelled_data, model_argument, open_model
 from ..nets.train import accuracy as float_accuracy
@@ -63,17 +63,6 @@ def parse_init(text, weight_bits):
     return Config(**fields)
 
 
-def _bits(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value not in BITS:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer from {BITS.start} to {BITS.stop - 1}, not {text!r}")
-    return value
-
-
 def _rate(text):
     try:
         value = float(text)
@@ -101,9 +90,9 @@ def _parser():
                    help=f"{' or '.join(MODELS)} or a float32 .tflite file (default: cnn)")
     p.add_argument("--method", choices=METHODS, default="lsq",
                    help="quantizer training method (default: lsq)")
-    p.add_argument("--weight-bits", type=_bits, default=8, metavar="N",
+    p.add_argument("--weight-bits", type=int_in(BITS), default=8, metavar="N",
                    help=f"weight bits, {BITS.start}..{BITS.stop - 1} (default: 8)")
-    p.add_argument("--act-bits", type=_bits, default=8, metavar="N",
+    p.add_argument("--act-bits", type=int_in(BITS), default=8, metavar="N",
                    help=f"activation bits, {BITS.start}..{BITS.stop - 1} (default: 8)")
     p.add_argument("--epochs", type=positive_int, metavar="N",
                    help="training epochs (default: 10; 20 at 3-bit and 30 at 2-bit weights)")

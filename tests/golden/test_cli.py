@@ -12,6 +12,7 @@ from golden.cli import (
     check_output_dir,
     check_output_file,
     format_bytes,
+    int_in,
     nonnegative_int,
     output_file,
     positive_int,
@@ -26,6 +27,12 @@ def test_integer_types():
     for bad in ("-1", "x", ""):
         with pytest.raises(argparse.ArgumentTypeError, match=f"non-negative integer, not {bad!r}"):
             nonnegative_int(bad)
+    bits = int_in(range(2, 9))
+    assert bits("2") == 2 and bits("8") == 8
+    for bad in ("1", "9", "x", "", "4.0"):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=f"integer from 2 to 8, not {bad!r}"):
+            bits(bad)
 
 
 def test_check_output_file(tmp_path):

@@ -40,7 +40,8 @@ from golden.cli import (
 )
 from hw.config import AcceleratorConfig, pe_argument
 
-__all__ = ["Run", "RunResult", "Measurement", "build", "run_rtl", "measure", "timeline", "main"]
+__all__ = ["Run", "RunResult", "Utilization", "Measurement", "build", "run_rtl", "measure",
+           "timeline", "main"]
 
 TB_MODULE = "sim.tb.accel_tb"
 RESET_MODES = ("cycle", "in", "out")
@@ -178,8 +179,23 @@ def _beat_of_word(config, word):
     return word // (w // 32) if w >= 32 else (word + 1) * (32 // w) - 1
 
 
+class Utilization:
+    """The utilizations of a result with ``ideal`` array steps, ``compute`` busy cycles of
+    the compute engine and ``total`` cycles of the whole run (a mixin of result classes)."""
+
+    @property
+    def utilization(self):
+        """Ideal array steps per busy cycle of the compute engine."""
+        return self.ideal / self.compute if self.compute else None
+
+    @property
+    def run_utilization(self):
+        """Ideal array steps per cycle of the whole run, loads and stores included."""
+        return self.ideal / self.total if self.total else None
+
+
 @dataclass
-class Measurement:
+class Measurement(Utilization):
     """One layer on the RTL: what STATUS and the testbench saw."""
 
     name: str
@@ -195,16 +211,6 @@ class Measurement:
     phases: dict         # where the cycles went, see :func:`timeline`
     speed: float         # simulated cycles per wall-clock second
     exact: bool
-
-    @property
-    def utilization(self):
-        """Ideal array steps per busy cycle of the compute engine."""
-        return self.ideal / self.compute if self.compute else None
-
-    @property
-    def run_utilization(self):
-        """Ideal array steps per cycle of the whole run, loads and stores included."""
-        return self.ideal / self.total if self.total else None
 
 
 def timeline(config, program, result):

@@ -39,6 +39,7 @@ from golden.ops import output_multipliers
 from golden.requant import activation_range
 from hw import driver as drv
 from hw.config import HOST_WIDTHS, AcceleratorConfig, pe_argument
+from sim.bench import Utilization
 
 __all__ = ["RTL_OPS", "Layer", "LayerResult", "compile_layers", "run_layers", "run_chain",
            "merge_rows", "run_model", "format_table", "main"]
@@ -57,7 +58,7 @@ class Layer:
 
 
 @dataclass
-class LayerResult:
+class LayerResult(Utilization):
     """One operator of the run. For host operators (``rtl`` False) only ``index`` and
     ``kind`` are meaningful. ``computes``, ``compute``: the layer's COMPUTEs and their busy
     cycles (STATUS); ``ideal``: ``ceil(M/R) * ceil(N/C) * K``; ``k_chunks``: pieces K was
@@ -81,16 +82,6 @@ class LayerResult:
     @property
     def exact(self):
         return self.rtl and not self.error and self.mismatches == 0
-
-    @property
-    def utilization(self):
-        """Ideal array steps per busy cycle of the compute engine."""
-        return self.ideal / self.compute if self.compute else None
-
-    @property
-    def run_utilization(self):
-        """Ideal array steps per cycle of the whole program, loads and stores included."""
-        return self.ideal / self.total if self.total else None
 
 
 def _layer_program(net, k, op, values, config, strategy):

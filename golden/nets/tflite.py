@@ -35,40 +35,24 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 from ai_edge_litert.tools import flatbuffer_utils
 
-from ..tflite_io import TFLiteError
+from ..tflite_io import (
+    _ACTIVATION_NAMES,
+    _FILE_IDENTIFIER,
+    _OPERATOR_NAMES,
+    _PADDING_NAMES,
+    _TYPE_NAMES,
+    TFLiteError,
+    _parse,
+    _text,
+)
 from .model import INPUT, FloatNet, Node
 
 __all__ = ["from_float_tflite_bytes", "load_float_tflite", "to_float_tflite_bytes",
            "save_float_tflite"]
 
 
-def _enum_names(cls):
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-_OPERATOR_NAMES = _enum_names(fb.BuiltinOperator)
-_TYPE_NAMES = _enum_names(fb.TensorType)
-_ACTIVATION_NAMES = _enum_names(fb.ActivationFunctionType)
-_PADDING_NAMES = _enum_names(fb.Padding)
 _SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D",
               "MAX_POOL_2D", "RESHAPE", "MEAN", "RELU", "RELU6")
-_FILE_IDENTIFIER = b"TFL3"
-
-
-def _text(value):
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _parse(data):
-    data = bytes(data)
-    if len(data) < 8 or data[4:8] != _FILE_IDENTIFIER:
-        raise TFLiteError("not a .tflite model: missing the TFL3 file identifier")
-    try:
-        return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is "malformed"
-        raise TFLiteError(f"malformed or truncated .tflite file: {e}") from None
 
 
 class _Reader:

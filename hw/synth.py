@@ -471,6 +471,13 @@ def partial_report(out_dir, device, config):
                                                   .encode()).hexdigest()):
         return None
     partial = {"stage": "synthesis"}
+    for log in ("yosys.log", "nextpnr.log"):
+        path = Path(out_dir) / log
+        errors = [line.strip() for line in (path.read_text(errors="replace").splitlines()
+                                            if path.exists() else ()) if "ERROR" in line]
+        if errors:
+            partial["error"] = f"{errors[0]} (log: {log})"
+            break
     try:
         partial["yosys_cells"] = yosys_cells((Path(out_dir) / "yosys.log").read_text())
         partial["stage"] = "placement and routing"
@@ -570,8 +577,18 @@ def results_markdown(rows, out_root):
             return f"{r[key]['used']}/{r[key]['total']}" if r and r[key]["total"] else "-"
 
         if "stage" in report:
-            lines.append(f"| {name} | {command} | unfinished | | | {used('LUT')} | {used('FF')} "
+            verdict = "failed" if "error" in report else "unfinished"
+            lines.append(f"| {name} | {command} | {verdict} | | | {used('LUT')} | {used('FF')} "
                          f"| {used('DSP')} | {used('BRAM')} | {used('SPRAM')} | | |")
+        if r and "LC" in r:
+            notes.append(f"- {name}: {r['LC']['used']} of {r['LC']['total']} logic cells "
+                         "(a LUT, a carry or a flip-flop each)")
+        if "error" in report:
+            notes.append(f"- {name}: {report['error']}"
+                         + ("; the utilisation is nextpnr's after packing" if r else "")
+                         + _model_note(report))
+            continue
+        if "stage" in report:
             notes.append(f"- {name}: had not finished {report['stage']} when this table was "
                          "written (still running, or stopped)"
                          + ("; the utilisation is nextpnr's after packing, before placement"

@@ -103,9 +103,13 @@ def run_tool(tool, args, cwd, log):
     :class:`ToolFailed` naming the first error line and the log when the tool fails.
     """
     cwd = Path(cwd)
+    # The YoWASP tools are console scripts of this interpreter's environment, which need
+    # not be on PATH (a venv's python run without activating it).
+    beside = Path(sys.executable).parent / tool
+    command = str(beside) if beside.exists() else tool
     start = time.monotonic()
     try:
-        result = subprocess.run([tool, "-q", "-l", str(log), *args], cwd=cwd,
+        result = subprocess.run([command, "-q", "-l", str(log), *args], cwd=cwd,
                                 capture_output=True, text=True)
     except FileNotFoundError:
         raise ToolFailed(f"{tool} not found (pip install {tool})") from None

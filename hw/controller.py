@@ -113,20 +113,33 @@ class Controller(wiring.Component):
         op = Signal(8)
         flags = Signal(FLAG_BITS)
         bank = flags[0]
-        args = [Signal(32, name=f"arg{n}") for n in range(max(ARGS.values()))]
+        # COMPUTE and STORE arguments only matter below the bits of the largest depth (a set
+        # bit above is a range error, kept in ``big``): narrow registers, short range checks.
+        # LOAD's count (arg 1) stays 32 bits, since a bad LOAD still drops ``count`` items;
+        # the layer word (arg 7) has 24 bits.
+        depth_bits = max(c.act_depth, c.wgt_depth, c.par_depth, c.out_depth).bit_length()
+        widths = [depth_bits, 32, *[depth_bits] * 5, 24]
+        assert len(widths) == max(ARGS.values())
+        args = [Signal(w, name=f"arg{n}") for n, w in enumerate(widths)]
+        big = Signal(len(widths) - 1)
         arg_index = Signal(range(len(args)))
         n_args = Signal(range(len(args) + 1))
         resp_index = Signal(range(10))
 
-        # Errors and status.
+        # Errors and status. An error is registered before it is counted, so the verdict
+        # logic of a state does not reach the 32-bit counter in the same cycle; STATUS takes
+        # its snapshot a cycle after the header, when every earlier error is counted.
         error = Signal(8)
         error_count = Signal(32)
         raise_error = Signal()
         error_code = Signal(8)
-        with m.If(raise_error):
+        raised = Signal()
+        raised_code = Signal(8)
+        m.d.sync += [raised.eq(raise_error), raised_code.eq(error_code)]
+        with m.If(raised):
             m.d.sync += error_count.eq(error_count + 1)
             with m.If(error == 0):
-                m.d.sync += error.eq(error_code)
+                m.d.sync += error.eq(raised_code)
         status = [Signal(32, name=f"status{n}") for n in range(len(STATUS_WORDS))]
         live_status = [Cat(engine.busy, error != 0), error, engine.cycles, error_count,
                        engine.total, engine.count]
@@ -143,9 +156,13 @@ class Controller(wiring.Component):
 
         # Store engine state.
         store_addr = Signal(range(c.out_depth + 1))
+        to_read = Signal(range(c.out_depth + 1))
+
+        # LOAD / STORE range check: the sum, then the compare, each in its own cycle.
+        range_sum = Signal(depth_bits + 1)
+        range_over = Signal()
 
         # COMPUTE range check.
-        depth_bits = max(c.act_depth, c.wgt_depth, c.par_depth, c.out_depth).bit_length()
         k_arg, m_arg, n_arg, act_a, wgt_a, par_a, out_a, layer_arg = args
         too_big = Signal()
         zero = Signal()
@@ -159,6 +176,10 @@ class Controller(wiring.Component):
         p_wgt = Signal(2 * depth_bits)
         p_mn = Signal(2 * depth_bits)
         p_out = Signal(2 * depth_bits + R.bit_length())
+        s_act = Signal(2 * depth_bits + 1)
+        s_wgt = Signal(2 * depth_bits + 1)
+        s_par = Signal(depth_bits + 1)
+        s_out = Signal(2 * depth_bits + R.bit_length() + 1)
         range_bad = Signal()
 
         def conflict_for(o):
@@ -174,10 +195,12 @@ class Controller(wiring.Component):
                        Mux(o == Op.LOAD_WGT, c.wgt_depth, c.par_depth))
 
         # Load data paths: every lane (channel) sees the same bytes, write enables pick.
+        # The write ports are registers (the write lands a cycle after its word): no path
+        # from the host stream reaches the block RAMs.
         load_word = self.i.valid & self.i.ready
         writing = Signal()
         for buf, lanes, o in ((act_buf, R, Op.LOAD_ACT), (wgt_buf, C, Op.LOAD_WGT)):
-            m.d.comb += [
+            m.d.sync += [
                 buf.w_bank.eq(bank),
                 buf.w.addr.eq(load_addr),
                 buf.w.data.as_value().eq(Cat(*(word.word_select(j % 4, 8)
@@ -190,6 +213,8 @@ class Controller(wiring.Component):
             record.bias.eq(bias),
             record.m0.eq(m0),
             record.shift.eq(word[:6]),
+        ]
+        m.d.sync += [
             par_buf.w_bank.eq(bank),
             par_buf.w.addr.eq(load_addr),
             par_buf.w.data.as_value().eq(Cat(*(record.as_value() for _ in range(C)))),
@@ -197,12 +222,41 @@ class Controller(wiring.Component):
                                 Cat(*(channel == j for j in range(C))), 0)),
         ]
 
-        # Store data path.
+        # Store data path: the output buffer is read ahead into a queue of two rows, so its
+        # read enable and address depend on registers only, never on the response stream's
+        # ready; the queue's head row goes out word by word.
         out_bits = out_buf.r.data.as_value()
-        out_words = Cat(out_bits, Const(0, 32 * words_per_lanes(C) - len(out_bits)))
-        # A read port's ``en`` resets to 1: hold the data unless a state reads.
-        m.d.comb += [out_buf.r_bank.eq(bank), out_buf.r.addr.eq(store_addr),
-                     out_buf.r.en.eq(0)]
+        queue = [Signal(len(out_bits), name=f"store_q{n}") for n in range(2)]
+        queued = Signal(range(3))
+        in_flight = Signal()
+        storing = Signal()
+        reading = Signal()
+        out_words = Cat(queue[0], Const(0, 32 * words_per_lanes(C) - len(out_bits)))
+        m.d.comb += [
+            reading.eq(storing & (to_read != 0) & ((queued == 0) | ((queued == 1) & ~in_flight))),
+            out_buf.r_bank.eq(bank),
+            out_buf.r.addr.eq(store_addr),
+            out_buf.r.en.eq(reading),
+        ]
+        m.d.sync += in_flight.eq(reading)
+        with m.If(reading):
+            m.d.sync += [store_addr.eq(store_addr + 1), to_read.eq(to_read - 1)]
+        row_sent = Signal()
+        with m.If(row_sent):
+            m.d.sync += queue[0].eq(queue[1])
+            with m.If(in_flight):
+                with m.If(queued == 1):
+                    m.d.sync += queue[0].eq(out_bits)
+                with m.Else():
+                    m.d.sync += queue[1].eq(out_bits)
+            with m.Else():
+                m.d.sync += queued.eq(queued - 1)
+        with m.Elif(in_flight):
+            m.d.sync += queued.eq(queued + 1)
+            with m.If(queued == 0):
+                m.d.sync += queue[0].eq(out_bits)
+            with m.Else():
+                m.d.sync += queue[1].eq(out_bits)
 
         id_words = self.id_words()
 
@@ -225,8 +279,7 @@ class Controller(wiring.Component):
                         with m.Case(Op.ID):
                             m.next = "ID"
                         with m.Case(Op.STATUS):
-                            m.d.sync += [s.eq(v) for s, v in zip(status, live_status, strict=True)]
-                            m.next = "STATUS"
+                            m.next = "STATUS_SNAPSHOT"
                         with m.Case(Op.CLEAR):
                             m.d.sync += [error.eq(0), error_count.eq(0)]
                             m.d.comb += engine.clear.eq(1)
@@ -244,7 +297,9 @@ class Controller(wiring.Component):
                 with m.If(self.i.valid):
                     for n, arg in enumerate(args):
                         with m.If(arg_index == n):
-                            m.d.sync += arg.eq(word)
+                            m.d.sync += arg.eq(word[:len(arg)])
+                            if n < len(big):
+                                m.d.sync += big[n].eq(word[len(arg):].any())
                     m.d.sync += arg_index.eq(arg_index + 1)
                     with m.If(arg_index == n_args - 1):
                         with m.Switch(op):
@@ -256,12 +311,18 @@ class Controller(wiring.Component):
                                 m.next = "LOAD_CHECK"
 
             with m.State("LOAD_CHECK"):
-                # The verdict is registered and acted on in LOAD_VERDICT: the 33-bit sum and
-                # compare do not reach the error counters and the state in one cycle.
+                # The sum, the compare and the verdict each take a cycle (LOAD_RANGE,
+                # LOAD_VERDICT).
                 addr, count = args[0], args[1]
                 m.d.sync += [load_addr.eq(addr), remaining.eq(count),
-                             drop.eq((count == 0) | (addr + count > load_depth(op))),
+                             range_sum.eq(addr + count[:depth_bits]),
+                             range_over.eq(big[0] | count[depth_bits:].any()
+                                           | (count[:depth_bits] == 0)),
                              lane_word.eq(0), channel.eq(0), field.eq(0)]
+                m.next = "LOAD_RANGE"
+
+            with m.State("LOAD_RANGE"):
+                m.d.sync += drop.eq(range_over | (range_sum > load_depth(op)))
                 m.next = "LOAD_VERDICT"
 
             with m.State("LOAD_VERDICT"):
@@ -305,8 +366,15 @@ class Controller(wiring.Component):
 
             with m.State("STORE_CHECK"):
                 addr, count = args[0], args[1]
-                m.d.sync += [store_addr.eq(addr), remaining.eq(count), lane_word.eq(0),
-                             range_bad.eq((count == 0) | (addr + count > c.out_depth))]
+                m.d.sync += [store_addr.eq(addr), remaining.eq(count), to_read.eq(count),
+                             lane_word.eq(0), queued.eq(0),
+                             range_sum.eq(addr + count[:depth_bits]),
+                             range_over.eq(big[0] | count[depth_bits:].any()
+                                           | (count[:depth_bits] == 0))]
+                m.next = "STORE_RANGE"
+
+            with m.State("STORE_RANGE"):
+                m.d.sync += range_bad.eq(range_over | (range_sum > c.out_depth))
                 m.next = "STORE_VERDICT"
 
             with m.State("STORE_VERDICT"):
@@ -318,37 +386,35 @@ class Controller(wiring.Component):
 
             with m.State("STORE_WAIT"):
                 with m.If(~(engine.busy & (run.out_bank == bank))):
-                    m.d.comb += out_buf.r.en.eq(1)
-                    m.d.sync += store_addr.eq(store_addr + 1)
+                    m.d.sync += storing.eq(1)
                     m.next = "STORE_DATA"
 
             with m.State("STORE_DATA"):
                 last_word = lane_word == words_per_lanes(C) - 1
                 m.d.comb += [
-                    resp.valid.eq(1),
+                    resp.valid.eq(queued != 0),
                     resp.payload.data.eq(out_words.word_select(lane_word, 32)),
                     resp.payload.last.eq(last_word & (remaining == 1)),
                 ]
-                with m.If(resp.ready):
+                with m.If(resp.valid & resp.ready):
                     m.d.sync += lane_word.eq(lane_word + 1)
                     with m.If(last_word):
+                        m.d.comb += row_sent.eq(1)
                         m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1)]
                         with m.If(remaining == 1):
+                            m.d.sync += storing.eq(0)
                             m.next = "HEADER"
-                        with m.Else():
-                            m.d.comb += out_buf.r.en.eq(1)
-                            m.d.sync += store_addr.eq(store_addr + 1)
 
             with m.State("COMPUTE_CHECK"):
                 m.d.sync += [
-                    too_big.eq(Cat(a[depth_bits:] for a in args[:7]).any()),
+                    too_big.eq(big.any()),
                     # A partial COMPUTE continues one tile: m_tiles = n_tiles = 1.
                     zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)
                             | (flags[4] & ((m_arg != 1) | (n_arg != 1)))),
                     mul_m.eq(m_arg[:depth_bits]),
-                    mul_n.eq(n_arg[:depth_bits]),
-                    sh_k.eq(k_arg[:depth_bits]),
-                    sh_n.eq(n_arg[:depth_bits]),
+                    mul_n.eq(n_arg),
+                    sh_k.eq(k_arg),
+                    sh_n.eq(n_arg),
                     p_act.eq(0),
                     p_wgt.eq(0),
                     p_mn.eq(0),
@@ -374,12 +440,16 @@ class Controller(wiring.Component):
                     m.next = "COMPUTE_RANGE"
 
             with m.State("COMPUTE_RANGE"):
+                # The sums, then the compares (COMPUTE_COMPARE).
+                m.d.sync += [s_act.eq(act_a + p_act), s_wgt.eq(wgt_a + p_wgt),
+                             s_par.eq(par_a + n_arg), s_out.eq(out_a + p_out)]
+                m.next = "COMPUTE_COMPARE"
+
+            with m.State("COMPUTE_COMPARE"):
                 m.d.sync += range_bad.eq(
                     too_big | zero
-                    | (act_a[:depth_bits] + p_act > c.act_depth)
-                    | (wgt_a[:depth_bits] + p_wgt > c.wgt_depth)
-                    | (par_a[:depth_bits] + n_arg[:depth_bits] > c.par_depth)
-                    | (out_a[:depth_bits] + p_out > c.out_depth))
+                    | (s_act > c.act_depth) | (s_wgt > c.wgt_depth)
+                    | (s_par > c.par_depth) | (s_out > c.out_depth))
                 m.next = "COMPUTE_VERDICT"
 
             with m.State("COMPUTE_VERDICT"):
@@ -424,6 +494,10 @@ class Controller(wiring.Component):
                     m.d.sync += resp_index.eq(resp_index + 1)
                     with m.If(resp_index == len(id_words) - 1):
                         m.next = "HEADER"
+
+            with m.State("STATUS_SNAPSHOT"):
+                m.d.sync += [s.eq(v) for s, v in zip(status, live_status, strict=True)]
+                m.next = "STATUS"
 
             with m.State("STATUS"):
                 m.d.comb += [

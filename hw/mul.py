@@ -86,12 +86,18 @@ class Multiplier(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self._impl == "dsp":
-            a = Signal.like(self.a, name="a_reg")
-            b = Signal.like(self.b, name="b_reg")
+            # No reset: Yosys 0.70's ice40_dsp leaves registers with a synchronous reset
+            # out of the SB_MAC16, in the fabric (64 flip-flops per 16 x 16 product). The
+            # users of a multiplier ignore its product until valid operands have gone
+            # through, so the registers' power-up contents do not matter.
+            a = Signal.like(self.a, name="a_reg", reset_less=True)
+            b = Signal.like(self.b, name="b_reg", reset_less=True)
+            p = Signal.like(self.p, name="p_reg", reset_less=True)
             with m.If(self.en[0]):
                 m.d.sync += [a.eq(self.a), b.eq(self.b)]
             with m.If(self.en[1]):
-                m.d.sync += self.p.eq(a * b)
+                m.d.sync += p.eq(a * b)
+            m.d.comb += self.p.eq(p)
         elif self._impl == "ecp5":
             self._ecp5(m)
         else:

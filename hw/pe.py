@@ -10,7 +10,7 @@ accumulator starts the next tile from zero in the same cycle, so tiles follow ea
 without a bubble (see ``docs/architecture.md``).
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -100,8 +100,13 @@ class PE(wiring.Component):
             m.d.sync += [step_d.eq(step), last_d.eq(last)]
             step, last = step_d, last_d
 
-        acc = Signal(signed(self._acc_width))
         total = Signal(signed(self._acc_width))
+        # The domain's reset is folded into the accumulator's own clock enable and clear:
+        # a register with two resets, one of them gated by the enable, keeps a multiplexer
+        # per bit in front of it, while this form is exactly an iCE40 SB_DFFESR (enable
+        # over synchronous reset) fed straight by the adder.
+        acc = Signal(signed(self._acc_width), reset_less=True)
+        reset = ResetSignal()
         m.d.comb += total.eq(acc + mul.p)
 
         m.d.sync += [
@@ -109,13 +114,9 @@ class PE(wiring.Component):
             self.b_out.eq(self.b),
             self.done.eq(step & last),
         ]
-        with m.If(step):
-            with m.If(last):
-                m.d.sync += [
-                    self.result.eq(total),
-                    acc.eq(0),
-                ]
-            with m.Else():
-                m.d.sync += acc.eq(total)
+        with m.If(step | reset):
+            m.d.sync += acc.eq(Mux(last | reset, 0, total))
+        with m.If(step & last):
+            m.d.sync += self.result.eq(total)
 
         return m

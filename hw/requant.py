@@ -13,7 +13,7 @@ from golden.arith import INT32_MAX, ROUNDINGS
 from .mul import LATENCY as MUL_LATENCY
 from .mul import Multiplier, check_impl
 
-__all__ = ["CHANNEL_PARAMS", "LAYER_PARAMS", "Requantizer"]
+__all__ = ["CHANNEL_PARAMS", "LAYER_PARAMS", "PIPELINES", "Requantizer"]
 
 #: Per output channel: zero-point-folded bias, Q31 multiplier and its power-of-two exponent.
 CHANNEL_PARAMS = data.StructLayout({
@@ -33,8 +33,18 @@ LAYER_PARAMS = data.StructLayout({
 #: ``docs/arithmetic.md``): (a_lo, b_lo), (a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi).
 PRODUCTS_PER_LANE = 4
 _PRODUCT_LATENCY = MUL_LATENCY + 2
-# The input register, the stages before the multiply, and after it up to the output.
-_LATENCY = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
+# Steps of the datapath (see docs/arithmetic.md): the input register, the steps before the
+# multiply, and after it up to the output. Each step ends in a register in the "deep"
+# pipeline.
+_STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
+#: The steps that end in a register, per pipeline and rounding; the others are merged into
+#: the step after them. "compact" keeps the input register, the multiplier's two and one
+#: after each of the product's sum, the rounding and the output.
+_REGISTERED = {
+    "deep": {r: tuple(range(n)) for r, n in _STEPS.items()},
+    "compact": {"double": (0, 3, 4, 6, 8, 11), "single": (0, 2, 3, 6, 8, 10)},
+}
+PIPELINES = tuple(_REGISTERED)
 
 
 class Requantizer(wiring.Component):
@@ -64,6 +74,11 @@ class Requantizer(wiring.Component):
         How each 16 x 16 partial product is built (:class:`hw.mul.Multiplier`),
         ``PRODUCTS_PER_LANE`` per lane, lane-major; None makes every one ``"dsp"``. The
         results do not depend on it.
+    pipeline : {"deep", "compact"}
+        ``"deep"`` registers every step of the datapath (12 stages with double rounding,
+        11 with single) for fast clocks; ``"compact"`` merges steps into 6 stages, with
+        about half the flip-flops, for slow devices (iCE40). The results do not depend on
+        it.
 
     Members
     -------
@@ -75,7 +90,8 @@ class Requantizer(wiring.Component):
         The int8 results, lane for lane.
     """
 
-    def __init__(self, lanes, acc_width=32, rounding="double", *, multipliers=None):
+    def __init__(self, lanes, acc_width=32, rounding="double", *, multipliers=None,
+                 pipeline="deep"):
         if not isinstance(lanes, int) or not 1 <= lanes <= 64:
             raise ValueError(f"Lane count must be an integer in 1..64, not {lanes!r}")
         if not isinstance(acc_width, int) or not 16 <= acc_width <= 32:
@@ -84,6 +100,10 @@ class Requantizer(wiring.Component):
         if rounding not in ROUNDINGS:
             raise ValueError(f"Rounding must be one of {', '.join(map(repr, ROUNDINGS))}, "
                              f"not {rounding!r}")
+        if pipeline not in PIPELINES:
+            raise ValueError(f"Pipeline must be one of {', '.join(map(repr, PIPELINES))}, "
+                             f"not {pipeline!r}")
+        self._pipeline = pipeline
         count = PRODUCTS_PER_LANE * lanes
         multipliers = ["dsp"] * count if multipliers is None else list(multipliers)
         if len(multipliers) != count:
@@ -120,15 +140,25 @@ class Requantizer(wiring.Component):
         return tuple(self._multipliers)
 
     @property
+    def pipeline(self):
+        return self._pipeline
+
+    @property
     def latency(self):
         """Cycles from a beat's transfer on ``i`` to its presentation on ``o``, if not stalled."""
-        return _LATENCY[self._rounding]
+        return len(_REGISTERED[self._pipeline][self._rounding])
 
     def elaborate(self, platform):
         m = Module()
-        depth = self.latency
+        registered = _REGISTERED[self._pipeline][self._rounding]
+        depth = len(registered)
+        # Step n of the datapath is computed in register stage reg_of[n]: the first stage
+        # whose register ends at or after it.
+        reg_of = [next(k for k, r in enumerate(registered) if r >= n)
+                  for n in range(_STEPS[self._rounding])]
 
-        # load[k]: stage k takes the beat from stage k - 1 (or from ``i``) this cycle.
+        # load[k]: register stage k takes the beat from stage k - 1 (or from ``i``) this
+        # cycle.
         valid = [Signal(name=f"valid_{k}") for k in range(depth)]
         load = [Signal(name=f"load_{k}") for k in range(depth)] + [self.o.ready]
         for k in reversed(range(depth)):
@@ -140,49 +170,69 @@ class Requantizer(wiring.Component):
             self.o.valid.eq(valid[-1]),
         ]
 
-        def stage(k, name, shape, value):
+        def stage(n, name, shape, value):
+            """``value`` as ``shape`` at the end of step n: a register, or a wire if the
+            step is merged into the next."""
             reg = Signal(shape, name=name)
-            with m.If(load[k]):
-                m.d.sync += reg.eq(value)
+            if n not in registered:
+                m.d.comb += reg.eq(value)
+            else:
+                with m.If(load[reg_of[n]]):
+                    m.d.sync += reg.eq(value)
             return reg
 
-        def product(k, name, a, b, impls):
-            """``a * b`` modulo 2**64 of two signed 32-bit values, in stage k + 3."""
+        def product(n, name, a, b, impls):
+            """``a * b`` modulo 2**64 of two signed 32-bit values, at the end of step n + 3."""
             a_u, b_u = a.as_unsigned(), b.as_unsigned()
             halves = [(a_u[:16], b_u[:16]), (a_u[:16], b_u[16:]), (a_u[16:], b_u[:16]),
                       (a_u[16:], b_u[16:])]
             parts = []
-            for n, ((x, y), impl) in enumerate(zip(halves, impls, strict=True)):
-                mul = m.submodules[f"{name}_mul{n}"] = Multiplier(unsigned(16), unsigned(16),
+            # The multiplier's two registers end steps n and n + 1, in every pipeline.
+            en = Cat(load[reg_of[n]], load[reg_of[n + 1]])
+            for i, ((x, y), impl) in enumerate(zip(halves, impls, strict=True)):
+                mul = m.submodules[f"{name}_mul{i}"] = Multiplier(unsigned(16), unsigned(16),
                                                                   impl=impl)
-                m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(Cat(load[k], load[k + 1]))]
+                m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(en)]
                 parts.append(mul.p)
             ll, lh, hl, hh = parts
             # a = a_u - 2**32 a[31], so a * b = a_u b_u - 2**32 (a[31] b_u + b[31] a_u) mod 2**64.
-            corr = stage(k, f"{name}_corr", unsigned(33), Mux(a[31], b_u, 0) + Mux(b[31], a_u, 0))
-            corr = stage(k + 1, f"{name}_corr_1", unsigned(33), corr)
-            mid = stage(k + 2, f"{name}_mid", unsigned(33), lh + hl)
-            top = stage(k + 2, f"{name}_top", unsigned(32), (hh - corr)[:32])
-            low = stage(k + 2, f"{name}_low", unsigned(32), ll)
-            return stage(k + 3, name, unsigned(64), (Cat(low, top) + (mid << 16))[:64])
+            corr = stage(n, f"{name}_corr", unsigned(33), Mux(a[31], b_u, 0) + Mux(b[31], a_u, 0))
+            corr = stage(n + 1, f"{name}_corr_1", unsigned(33), corr)
+            # Summed in place (shifted by 16), not as products: Yosys 0.70's ice40_dsp packs
+            # an addition of two registered products into the first one's SB_MAC16 (the
+            # second product register as its C/D input register) and then loses the second
+            # product, leaving C/D undriven.
+            mid = stage(n + 2, f"{name}_mid", unsigned(49), (lh << 16) + (hl << 16))
+            top = stage(n + 2, f"{name}_top", unsigned(32), (hh - corr)[:32])
+            low = stage(n + 2, f"{name}_low", unsigned(32), ll)
+            return stage(n + 3, name, unsigned(64), (Cat(low, top) + mid)[:64])
 
-        # Stage 0 only registers the inputs: they come straight from block RAM (the
+        # Step 0 only registers the inputs: they come straight from block RAM (the
         # parameters) whose clock-to-output time leaves no room for logic behind it.
         acc = stage(0, "acc", self.i.payload.acc.shape(), self.i.payload.acc)
         params = stage(0, "params", self.i.payload.params.shape(), self.i.payload.params)
-        layer = [stage(0, "layer", LAYER_PARAMS, self.i.payload.layer)]
-        for k in range(1, depth - 1):
-            layer.append(stage(k, f"layer_{k}", LAYER_PARAMS, layer[-1]))
+        # The layer record travels beside the beat, one copy per register stage up to the
+        # last one's input; layer(n) is the record at the start of step n.
+        layer_regs = [self.i.payload.layer]
+        for k in range(depth - 1):
+            layer_regs.append(Signal(LAYER_PARAMS, name=f"layer_{k}"))
+            with m.If(load[k]):
+                m.d.sync += layer_regs[-1].eq(layer_regs[-2])
+
+        def layer(n):
+            return layer_regs[reg_of[n]]
 
         lane_fn = self._lane_double if self._rounding == "double" else self._lane_single
         for j in range(self._lanes):
-            # A lane's stage k is the pipeline's stage k + 1, after the input register.
-            def lane_stage(k, name, shape, value, j=j):
-                return stage(k + 1, f"l{j}_{name}", shape, value)
-            def lane_product(k, name, a, b, j=j):
+            # A lane's step n is the pipeline's step n + 1, after the input register.
+            def lane_stage(n, name, shape, value, j=j):
+                return stage(n + 1, f"l{j}_{name}", shape, value)
+            def lane_product(n, name, a, b, j=j):
                 impls = self._multipliers[PRODUCTS_PER_LANE * j:PRODUCTS_PER_LANE * (j + 1)]
-                return product(k + 1, f"l{j}_{name}", a, b, impls)
-            result = lane_fn(lane_stage, lane_product, layer, acc[j], params[j])
+                return product(n + 1, f"l{j}_{name}", a, b, impls)
+            def lane_layer(n):
+                return layer(n + 1)
+            result = lane_fn(lane_stage, lane_product, lane_layer, acc[j], params[j])
             m.d.comb += self.o.payload[j].eq(result)
         return m
 
@@ -209,9 +259,11 @@ class Requantizer(wiring.Component):
         k = 2 + _PRODUCT_LATENCY
         ab_hi = product(2, "ab", scaled, m0)[30:].as_signed()
 
-        # 2**31 only for INT32_MIN * INT32_MIN: the one saturation.
+        # 2**31 only for INT32_MIN * INT32_MIN: the one saturation. high lies in
+        # [-2**31, 2**31], so it is above INT32_MAX exactly when it is not negative and
+        # has bit 31 set (no comparator needed).
         high = (ab_hi + 1)[1:].as_signed()
-        srdhm = stage(k, "srdhm", signed(32), Mux(high > INT32_MAX, INT32_MAX, high))
+        srdhm = stage(k, "srdhm", signed(32), Mux(high[31] & ~high[-1], INT32_MAX, high))
         right = stage(k, f"right_{k}", unsigned(5), right)
 
         # RDBPOT, ties away from zero: (x + 2**(n-1) - (x < 0)) >> n for n > 0, x for n == 0.
@@ -244,9 +296,13 @@ class Requantizer(wiring.Component):
 
     @staticmethod
     def _output(stage, k, layer, out):
-        params = layer[k]
-        shifted = stage(k, "shifted", signed(33), out + params.z_out)
-        params = layer[k + 1]
+        # z_out, act_min and act_max are int8, so saturating out to [-256, 255] first does
+        # not change the clamped result: beyond that range out + z_out lies beyond
+        # [-128, 127] on the same side. out is in it when its bits 8..31 are all equal.
+        fits = out[8:].all() | ~out[8:].any()
+        near = Mux(fits, out[:9].as_signed(), Mux(out[-1], -256, 255))
+        shifted = stage(k, "shifted", signed(10), near + layer(k).z_out)
+        params = layer(k + 1)
         clamped = Mux(shifted < params.act_min, params.act_min,
                       Mux(shifted > params.act_max, params.act_max, shifted))
         return stage(k + 1, "clamped", signed(8), clamped)

@@ -121,6 +121,10 @@ class Plan:
     spram : dict
         SPRAM blocks per buffer held in SPRAM (one bank per block set, ``BankedBuffer(...,
         ram="spram")``); those buffers take no block RAM.
+    requant_pipeline : {"deep", "compact"}
+        ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
+        logic cells hold one flip-flop each and whose clock is slow enough for merged
+        steps; ``"deep"`` elsewhere.
     """
 
     device: Device | None
@@ -131,6 +135,7 @@ class Plan:
     buffers: dict | None
     fifo_ram: str | None = None
     spram: dict | None = None
+    requant_pipeline: str = "deep"
 
     def buffer_ram(self, name):
         """``ram`` of :class:`hw.buffers.BankedBuffer` for buffer ``name``."""
@@ -174,6 +179,7 @@ class Plan:
                 "available": 0 if d is None else d.spram,
                 "buffers": self.spram or {},
             },
+            "requant_pipeline": self.requant_pipeline,
         }
 
 
@@ -228,7 +234,8 @@ def plan(config):
         pe_multipliers=tuple([dsp_impl] * pe_dsp + ["logic"] * (n_pe - pe_dsp)),
         requant_multipliers=tuple([dsp_impl] * requant_dsp
                                   + ["logic"] * (n_requant - requant_dsp)),
-        buffers=buffers, fifo_ram=fifo_ram, spram=spram)
+        buffers=buffers, fifo_ram=fifo_ram, spram=spram,
+        requant_pipeline="compact" if family == "ice40" else "deep")
 
 
 def check(config):

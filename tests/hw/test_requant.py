@@ -14,7 +14,7 @@ from amaranth.sim import Simulator
 
 from golden.arith import INT32_MAX, INT32_MIN
 from golden.requant import requantize
-from hw.requant import CHANNEL_PARAMS, LAYER_PARAMS, Requantizer
+from hw.requant import CHANNEL_PARAMS, LAYER_PARAMS, PIPELINES, Requantizer
 
 M0_MIN = 2**30
 
@@ -109,6 +109,10 @@ def corner_case(lanes, acc_width=32, rounding="double"):
                     total = sign * (2 * k + 1) << max(n - 30, 0)
                     if INT32_MIN <= total <= INT32_MAX:
                         rows.append((total, m0, shift))
+    # Results out = x around the saturation of the output stage (|x| near 256), which the
+    # layers below shift by z_out in [-128, 127] and clamp.
+    for x in range(-300, 301):
+        rows.append((2 * x, M0_MIN, 0) if rounding == "double" else (x, M0_MIN, 1))
     for shift in range(smin, smax + 1):
         rows.append((INT32_MIN, INT32_MIN, shift))
         rows.append((INT32_MAX, INT32_MIN, shift))
@@ -118,7 +122,8 @@ def corner_case(lanes, acc_width=32, rounding="double"):
     rows = np.concatenate([rows, rows[:pad]]).reshape(-1, lanes, 3)
     total, m0, shift = rows[..., 0], rows[..., 1], rows[..., 2]
     acc, bias = _split_total(np.random.default_rng(0), total, acc_width)
-    layers = np.array([[0, -128, 127], [-5, -128, 127], [17, -3, 90], [-128, -128, 127]])
+    layers = np.array([[0, -128, 127], [-5, -128, 127], [17, -3, 90], [-128, -128, 127],
+                       [127, -128, 127], [127, 100, 126], [-128, -127, -100]])
     beats = len(total)
     return {"acc": acc, "bias": bias, "m0": m0, "shift": shift,
             "layer": np.arange(beats) % len(layers), "layers": layers}
@@ -224,19 +229,21 @@ def simulate(dut, case, *, seed=0, p_gap=0.3, p_stall=0.3):
     return unpack_outputs(received, dut.lanes)
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("rounding", ["double", "single"])
 @pytest.mark.parametrize("acc_width", [32, 16, 24])
-def test_random(rounding, acc_width):
-    rng = np.random.default_rng(acc_width * 10 + len(rounding))
-    dut = Requantizer(4, acc_width=acc_width, rounding=rounding)
+def test_random(rounding, acc_width, pipeline):
+    rng = np.random.default_rng(acc_width * 10 + len(rounding) + len(pipeline))
+    dut = Requantizer(4, acc_width=acc_width, rounding=rounding, pipeline=pipeline)
     case = random_case(rng, 2000, 4, acc_width, rounding)
     np.testing.assert_array_equal(simulate(dut, case, seed=acc_width),
                                   reference(case, rounding))
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("rounding", ["double", "single"])
-def test_corners(rounding):
-    dut = Requantizer(8, rounding=rounding)
+def test_corners(rounding, pipeline):
+    dut = Requantizer(8, rounding=rounding, pipeline=pipeline)
     case = corner_case(8, rounding=rounding)
     np.testing.assert_array_equal(simulate(dut, case, p_gap=0.1, p_stall=0.1),
                                   reference(case, rounding))
@@ -252,12 +259,13 @@ def test_narrow_corners(rounding):
     np.testing.assert_array_equal(simulate(dut, case), reference(case, rounding))
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("rounding", ["double", "single"])
-def test_logic_partial_products(rounding):
+def test_logic_partial_products(rounding, pipeline):
     # Past a device's DSP blocks the partial products are built in logic: same numbers.
     lanes = 2
     multipliers = ["logic", "dsp", "logic", "logic", "dsp", "logic", "dsp", "logic"]
-    dut = Requantizer(lanes, rounding=rounding, multipliers=multipliers)
+    dut = Requantizer(lanes, rounding=rounding, multipliers=multipliers, pipeline=pipeline)
     assert dut.multipliers == tuple(multipliers)
     rng = np.random.default_rng(17)
     case = join(corner_case(lanes, rounding=rounding),
@@ -275,10 +283,11 @@ def test_lanes(lanes):
                                   reference(case, "double"))
 
 
+@pytest.mark.parametrize("pipeline", PIPELINES)
 @pytest.mark.parametrize("rounding", ["double", "single"])
-def test_throughput_and_latency(rounding):
+def test_throughput_and_latency(rounding, pipeline):
     """One beat per cycle with no bubbles; the first result ``latency`` cycles later."""
-    dut = Requantizer(2, rounding=rounding)
+    dut = Requantizer(2, rounding=rounding, pipeline=pipeline)
     case = random_case(np.random.default_rng(5), 20, 2, rounding=rounding)
     words = [int.from_bytes(row.tobytes(), "little") for row in pack_inputs(dut, case)]
     seen = []
@@ -305,9 +314,10 @@ def test_throughput_and_latency(rounding):
                                   reference(case, rounding))
 
 
-def test_full_pipeline_holds_under_stall():
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_full_pipeline_holds_under_stall(pipeline):
     """With o stalled the pipeline fills to ``latency`` beats, then refuses more."""
-    dut = Requantizer(1)
+    dut = Requantizer(1, pipeline=pipeline)
 
     async def bench(ctx):
         ctx.set(dut.i.valid, 1)
@@ -332,8 +342,11 @@ def test_signature():
         "layer": LAYER_PARAMS,
     })
     assert data.Layout.cast(dut.o.payload.shape()) == data.ArrayLayout(signed(8), 3)
-    assert (dut.lanes, dut.acc_width, dut.rounding, dut.latency) == (3, 20, "double", 12)
+    assert (dut.lanes, dut.acc_width, dut.rounding, dut.pipeline, dut.latency) == (
+        3, 20, "double", "deep", 12)
     assert Requantizer(3, rounding="single").latency == 11
+    assert Requantizer(3, pipeline="compact").latency == 6
+    assert Requantizer(3, rounding="single", pipeline="compact").latency == 6
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -343,6 +356,8 @@ def test_signature():
     ({"lanes": 4, "acc_width": 15}, r"^Accumulator width must be an integer in 16\.\.32, not 15$"),
     ({"lanes": 4, "acc_width": 33}, r"^Accumulator width must be an integer in 16\.\.32, not 33$"),
     ({"lanes": 4, "rounding": "up"}, r"^Rounding must be one of 'double', 'single', not 'up'$"),
+    ({"lanes": 4, "pipeline": "short"},
+     r"^Pipeline must be one of 'deep', 'compact', not 'short'$"),
 ])
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -133,6 +133,14 @@ def test_up5k_puts_activations_and_weights_in_spram():
     assert p.to_dict()["spram"]["used"] == 4
 
 
+def test_requantizer_pipeline_follows_the_family():
+    assert SPRAM.resources.requant_pipeline == "compact"
+    assert SPRAM.resources.to_dict()["requant_pipeline"] == "compact"
+    for device in ("ecp5-85f", "ecp5-25f", None):
+        p = AcceleratorConfig(rows=2, cols=2, device=device).resources
+        assert p.requant_pipeline == "deep"
+
+
 def test_spram_buffers_compute_the_same(monkeypatch):
     # One single-ported memory per bank: the results, and loads into the other bank while a
     # COMPUTE reads one, are as with the dual-ported block RAM buffers.

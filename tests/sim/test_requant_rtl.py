@@ -15,21 +15,23 @@ from hw.requant import Requantizer
 from sim import harness
 from tests.hw.test_requant import corner_case, join, pack_inputs, random_case, reference
 
-CONFIGS = [(4, "double"), (4, "single"), (16, "double"), (16, "single")]
+CONFIGS = [(4, "double", "deep"), (4, "single", "deep"), (16, "double", "deep"),
+           (16, "single", "deep"), (2, "double", "compact"), (2, "single", "compact")]
 LANE_VECTORS = 40_000
 
 
 @pytest.fixture(scope="module")
 def builds():
     """Every configuration, Verilated concurrently: each build has serial phases."""
-    duts = {config: Requantizer(config[0], rounding=config[1]) for config in CONFIGS}
+    duts = {config: Requantizer(config[0], rounding=config[1], pipeline=config[2])
+            for config in CONFIGS}
     sources = {config: harness.verilog_of(dut) for config, dut in duts.items()}
     with ThreadPoolExecutor(len(CONFIGS)) as pool:
         dirs = dict(zip(CONFIGS, pool.map(harness.build, sources.values()), strict=True))
     return {config: (duts[config], dirs[config]) for config in CONFIGS}
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"{n}-{r}" for n, r in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{n}-{r}-{p}" for n, r, p in CONFIGS])
 def test_requantize(builds, config, tmp_path):
     dut, build_dir = builds[config]
     lanes, rounding = dut.lanes, dut.rounding

@@ -172,7 +172,11 @@ class SystolicArray(wiring.Component):
         stage_valid = Signal()
         gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
-        may_end = (gap == self.min_tile_spacing) & (credits >= R)
+        # Both rules as registered flags (``gap == max(R, C)``, ``credits >= R``): the input
+        # stage's ready and the operands' valid flags start from registers.
+        spaced = Signal(init=1)
+        room = Signal(init=1)
+        may_end = spaced & room
         advance = Signal()
         reserve = Signal()
         m.d.comb += [
@@ -185,11 +189,13 @@ class SystolicArray(wiring.Component):
         with m.Elif(advance):
             m.d.sync += stage_valid.eq(0)
         with m.If(reserve):
-            m.d.sync += gap.eq(1)
-        with m.Elif(gap != self.min_tile_spacing):
-            m.d.sync += gap.eq(gap + 1)
+            m.d.sync += [gap.eq(1), spaced.eq(self.min_tile_spacing == 1)]
+        with m.Elif(~spaced):
+            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == self.min_tile_spacing - 1)]
         popped = self.o.valid & self.o.ready
-        m.d.sync += credits.eq(credits - Mux(reserve, R, 0) + popped)
+        next_credits = Signal.like(credits)
+        m.d.comb += next_credits.eq(credits - Mux(reserve, R, 0) + popped)
+        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= R)]
 
         # Skew: row r's activation r cycles late, column c's weight c cycles late.
         def skewed(lane, index, kind):

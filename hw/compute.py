@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from .buffers import bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
+from .skid import SkidBuffer
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
            "check_config", "ComputeEngine"]
@@ -174,20 +175,42 @@ class ComputeEngine(wiring.Component):
             with m.If(start):
                 m.d.sync += self.count.eq(self.count + 1)
 
-        # The last index of each loop, registered when the command starts: the loop tests
-        # compare two registers instead of subtracting first.
-        k_end = Signal.like(run.k)
-        n_end = Signal.like(run.n_tiles)
-        m_end = Signal.like(run.m_tiles)
+        p = self.cmd.payload
+        # Loop ends, registered when the command starts; every loop counter counts down to
+        # 0 with a registered ``last`` flag, so no loop test compares or subtracts.
+        ends = {name: Signal.like(getattr(run, name), name=f"{name}_end")
+                for name in ("k", "n_tiles", "m_tiles")}
+        ones = {name: Signal(name=f"{name}_one") for name in ends}
         with m.If(start):
-            p = self.cmd.payload
-            m.d.sync += [k_end.eq(p.k - 1), n_end.eq(p.n_tiles - 1), m_end.eq(p.m_tiles - 1)]
+            for name, end in ends.items():
+                m.d.sync += [end.eq(getattr(p, name) - 1), ones[name].eq(getattr(p, name) == 1)]
 
-        # Tile feeder: counters name the beat whose read is issued next.
+        def loop(name, shape, end, one):
+            """A down counter ``left`` and its flag ``last`` (left == 0); ``step`` goes on
+            to the next index (from 0 back to ``end``), ``restart`` starts from ``end``."""
+            left = Signal(shape, name=f"{name}_left")
+            last = Signal(name=f"{name}_last")
+
+            def restart(first_end, first_one):
+                m.d.sync += [left.eq(first_end), last.eq(first_one)]
+
+            def step():
+                with m.If(last):
+                    restart(end, one)
+                with m.Else():
+                    m.d.sync += [left.eq(left - 1), last.eq(left == 1)]
+            return last, restart, step
+
+        def command_loop(name, field):
+            last, restart, step = loop(name, getattr(run, field).shape(), ends[field],
+                                       ones[field])
+            return last, lambda: restart(getattr(p, field) - 1, getattr(p, field) == 1), step
+
+        # Tile feeder: the loop counters name the beat whose read is issued next.
         active = Signal()
-        t = Signal.like(run.m_tiles)
-        u = Signal.like(run.n_tiles)
-        k = Signal.like(run.k)
+        last_k, restart_k, step_k = command_loop("k", "k")
+        last_u, restart_u, step_u = command_loop("u", "n_tiles")
+        last_t, restart_t, step_t = command_loop("t", "m_tiles")
         act_ptr = Signal(range(c.act_depth + 1))
         act_block = Signal.like(act_ptr)
         wgt_ptr = Signal(range(c.wgt_depth + 1))
@@ -195,75 +218,62 @@ class ComputeEngine(wiring.Component):
         f_last = Signal()
         f_end = Signal()       # the beat read is the command's last one
         advance = Signal()
-        last_k = k == k_end
 
-        # Output register slice (a skid buffer): ``feed`` comes from registers, and the
-        # read enables of the buffers depend on this slice's registers, not on the
-        # array's ready.
-        beat = Signal(feed_layout(c.rows, c.cols))
-        spare = Signal.like(beat)
-        spare_valid = Signal()
-        spare_end = Signal()
-        out_end = Signal()
+        # The beats leave through a skid buffer: ``feed`` comes from registers, and the read
+        # enables depend on its registered ``ready``, not on the array's.
+        m.submodules.feed_slice = feed_slice = SkidBuffer(data.StructLayout({
+            "beat": feed_layout(c.rows, c.cols), "end": 1}))
+        beat = feed_slice.o.payload.beat
         m.d.comb += [
-            beat.a.eq(self.act.data),
-            beat.b.eq(self.wgt.data),
-            beat.last.eq(f_last),
-            advance.eq(~f_valid | ~spare_valid),
+            advance.eq(~f_valid | feed_slice.i.ready),
             self.act.en.eq(advance),
             self.act.addr.eq(act_ptr),
             self.wgt.en.eq(advance),
             self.wgt.addr.eq(wgt_ptr),
+            feed_slice.i.valid.eq(f_valid),
+            feed_slice.i.payload.beat.a.eq(self.act.data),
+            feed_slice.i.payload.beat.b.eq(self.wgt.data),
+            feed_slice.i.payload.beat.last.eq(f_last),
+            feed_slice.i.payload.end.eq(f_end),
+            self.feed.valid.eq(feed_slice.o.valid),
+            self.feed.payload.eq(beat),
+            feed_slice.o.ready.eq(self.feed.ready),
         ]
-        incoming = f_valid & ~spare_valid
-        with m.If(~self.feed.valid | self.feed.ready):
-            with m.If(spare_valid):
-                m.d.sync += [self.feed.payload.eq(spare), out_end.eq(spare_end),
-                             self.feed.valid.eq(1), spare_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.feed.payload.eq(beat), out_end.eq(f_end),
-                             self.feed.valid.eq(incoming)]
-        with m.Elif(incoming):
-            m.d.sync += [spare.eq(beat), spare_end.eq(f_end), spare_valid.eq(1)]
         with m.If(advance):
             m.d.sync += [f_valid.eq(active), f_last.eq(last_k & ~run.partial),
-                         f_end.eq(last_k & (u == n_end) & (t == m_end))]
+                         f_end.eq(last_k & last_u & last_t)]
             with m.If(active):
+                step_k()
                 with m.If(last_k):
-                    m.d.sync += k.eq(0)
-                    with m.If(u == n_end):
+                    step_u()
+                    with m.If(last_u):
+                        step_t()
                         m.d.sync += [
-                            u.eq(0),
                             wgt_ptr.eq(run.wgt_addr),
                             act_ptr.eq(act_ptr + 1),
                             act_block.eq(act_ptr + 1),
-                            t.eq(t + 1),
                         ]
-                        with m.If(t == m_end):
+                        with m.If(last_t):
                             m.d.sync += active.eq(0)
                     with m.Else():
-                        m.d.sync += [
-                            u.eq(u + 1),
-                            wgt_ptr.eq(wgt_ptr + 1),
-                            act_ptr.eq(act_block),
-                        ]
+                        m.d.sync += [wgt_ptr.eq(wgt_ptr + 1), act_ptr.eq(act_block)]
                 with m.Else():
-                    m.d.sync += [k.eq(k + 1), act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
+                    m.d.sync += [act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
         # A partial COMPUTE writes no rows: it is done when its last beat is taken.
-        with m.If(run.partial & self.feed.valid & out_end & self.feed.ready):
+        with m.If(run.partial & self.feed.valid & self.feed.ready & feed_slice.o.payload.end):
             m.d.sync += self.busy.eq(0)
         with m.If(start):
-            p = self.cmd.payload
-            m.d.sync += [
-                active.eq(1), t.eq(0), u.eq(0), k.eq(0),
-                act_ptr.eq(p.act_addr), act_block.eq(p.act_addr), wgt_ptr.eq(p.wgt_addr),
-            ]
+            restart_k()
+            restart_u()
+            restart_t()
+            m.d.sync += [active.eq(1), act_ptr.eq(p.act_addr), act_block.eq(p.act_addr),
+                         wgt_ptr.eq(p.wgt_addr)]
 
         # Parameter join: an array row and its group's parameters, one register stage.
         p_valid = Signal()
         p_acc = Signal.like(self.acc.payload)
-        p_u = Signal.like(run.n_tiles)
-        p_i = Signal(range(c.rows))
+        last_pi, restart_pi, step_pi = loop("p_i", range(c.rows), c.rows - 1, c.rows == 1)
+        last_pu, restart_pu, step_pu = command_loop("p_u", "n_tiles")
         par_ptr = Signal(range(c.par_depth + 1))
         take = self.acc.valid & self.acc.ready
         m.d.comb += [
@@ -277,23 +287,24 @@ class ComputeEngine(wiring.Component):
         ]
         with m.If(take):
             m.d.sync += [p_valid.eq(1), p_acc.eq(self.acc.payload)]
-            with m.If(p_i == c.rows - 1):
-                m.d.sync += p_i.eq(0)
-                with m.If(p_u == n_end):
-                    m.d.sync += [p_u.eq(0), par_ptr.eq(run.par_addr)]
+            step_pi()
+            with m.If(last_pi):
+                step_pu()
+                with m.If(last_pu):
+                    m.d.sync += par_ptr.eq(run.par_addr)
                 with m.Else():
-                    m.d.sync += [p_u.eq(p_u + 1), par_ptr.eq(par_ptr + 1)]
-            with m.Else():
-                m.d.sync += p_i.eq(p_i + 1)
+                    m.d.sync += par_ptr.eq(par_ptr + 1)
         with m.Elif(self.rq.ready):
             m.d.sync += p_valid.eq(0)
         with m.If(start):
-            m.d.sync += [p_u.eq(0), p_i.eq(0), par_ptr.eq(self.cmd.payload.par_addr)]
+            restart_pi(c.rows - 1, c.rows == 1)
+            restart_pu()
+            m.d.sync += par_ptr.eq(p.par_addr)
 
         # Output writer.
-        w_t = Signal.like(run.m_tiles)
-        w_u = Signal.like(run.n_tiles)
-        w_i = Signal(range(c.rows))
+        last_wi, restart_wi, step_wi = loop("w_i", range(c.rows), c.rows - 1, c.rows == 1)
+        last_wu, restart_wu, step_wu = command_loop("w_u", "n_tiles")
+        last_wt, restart_wt, step_wt = command_loop("w_t", "m_tiles")
         row_ptr = Signal(range(c.out_depth + 1))
         tile_start = Signal.like(row_ptr)
         next_tile = Signal.like(row_ptr)
@@ -304,19 +315,20 @@ class ComputeEngine(wiring.Component):
             self.out.data.eq(self.res.payload),
         ]
         with m.If(self.res.valid):
-            with m.If(w_i == c.rows - 1):
-                m.d.comb += next_tile.eq(Mux(w_u == n_end, row_ptr, tile_start) + 1)
-                m.d.sync += [w_i.eq(0), row_ptr.eq(next_tile), tile_start.eq(next_tile)]
-                with m.If(w_u == n_end):
-                    m.d.sync += [w_u.eq(0), w_t.eq(w_t + 1)]
-                    with m.If(w_t == m_end):
+            step_wi()
+            with m.If(last_wi):
+                step_wu()
+                m.d.comb += next_tile.eq(Mux(last_wu, row_ptr, tile_start) + 1)
+                m.d.sync += [row_ptr.eq(next_tile), tile_start.eq(next_tile)]
+                with m.If(last_wu):
+                    step_wt()
+                    with m.If(last_wt):
                         m.d.sync += self.busy.eq(0)
-                with m.Else():
-                    m.d.sync += w_u.eq(w_u + 1)
             with m.Else():
-                m.d.sync += [w_i.eq(w_i + 1), row_ptr.eq(row_ptr + run.n_tiles)]
+                m.d.sync += row_ptr.eq(row_ptr + run.n_tiles)
         with m.If(start):
-            p = self.cmd.payload
-            m.d.sync += [w_t.eq(0), w_u.eq(0), w_i.eq(0),
-                         row_ptr.eq(p.out_addr), tile_start.eq(p.out_addr)]
+            restart_wi(c.rows - 1, c.rows == 1)
+            restart_wu()
+            restart_wt()
+            m.d.sync += [row_ptr.eq(p.out_addr), tile_start.eq(p.out_addr)]
         return m

@@ -29,6 +29,7 @@ from .isa import (
     words_per_lanes,
 )
 from .requant import CHANNEL_PARAMS
+from .skid import SkidBuffer
 
 __all__ = ["Controller"]
 
@@ -146,6 +147,7 @@ class Controller(wiring.Component):
 
         # Load engine state.
         remaining = Signal(32)
+        last_item = Signal()   # remaining == 1, registered
         drop = Signal()
         load_addr = Signal(32)
         lane_word = Signal(range(max(words_per_lanes(R), words_per_lanes(C), 2)))
@@ -228,44 +230,39 @@ class Controller(wiring.Component):
         out_bits = out_buf.r.data.as_value()
         queue = [Signal(len(out_bits), name=f"store_q{n}") for n in range(2)]
         queued = Signal(range(3))
+        head = Signal()        # the entry whose row goes out
+        tail = Signal()        # the entry the next row read goes to
         in_flight = Signal()
         storing = Signal()
         reading = Signal()
-        out_words = Cat(queue[0], Const(0, 32 * words_per_lanes(C) - len(out_bits)))
+        row_sent = Signal()
+        out_words = Cat(Mux(head, queue[1], queue[0]),
+                        Const(0, 32 * words_per_lanes(C) - len(out_bits)))
         m.d.comb += [
             reading.eq(storing & (to_read != 0) & ((queued == 0) | ((queued == 1) & ~in_flight))),
             out_buf.r_bank.eq(bank),
             out_buf.r.addr.eq(store_addr),
             out_buf.r.en.eq(reading),
         ]
-        m.d.sync += in_flight.eq(reading)
+        m.d.sync += [in_flight.eq(reading), queued.eq(queued + in_flight - row_sent)]
         with m.If(reading):
             m.d.sync += [store_addr.eq(store_addr + 1), to_read.eq(to_read - 1)]
-        row_sent = Signal()
+        with m.If(in_flight):
+            m.d.sync += tail.eq(~tail)
+            for n, entry in enumerate(queue):
+                with m.If(tail == n):
+                    m.d.sync += entry.eq(out_bits)
         with m.If(row_sent):
-            m.d.sync += queue[0].eq(queue[1])
-            with m.If(in_flight):
-                with m.If(queued == 1):
-                    m.d.sync += queue[0].eq(out_bits)
-                with m.Else():
-                    m.d.sync += queue[1].eq(out_bits)
-            with m.Else():
-                m.d.sync += queued.eq(queued - 1)
-        with m.Elif(in_flight):
-            m.d.sync += queued.eq(queued + 1)
-            with m.If(queued == 0):
-                m.d.sync += queue[0].eq(out_bits)
-            with m.Else():
-                m.d.sync += queue[1].eq(out_bits)
+            m.d.sync += head.eq(~head)
 
         id_words = self.id_words()
 
-        # Registered output port: the FSM offers response words on ``resp``; the register
-        # keeps the output buffer's read data and the response muxes off ``o.payload``.
-        resp = stream.Signature(WORD).create(path=("resp",))
-        m.d.comb += resp.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(resp.ready):
-            m.d.sync += [self.o.valid.eq(resp.valid), self.o.payload.eq(resp.payload)]
+        # Registered output port: the FSM offers response words on ``resp``, a skid buffer
+        # keeps the output buffer's read data and the response muxes off ``o.payload`` and
+        # makes ``resp.ready`` a register, so no response logic depends on ``o.ready``.
+        m.submodules.out_slice = out_slice = SkidBuffer(WORD)
+        resp = out_slice.i
+        wiring.connect(m, out_slice.o, wiring.flipped(self.o))
 
         with m.FSM():
             with m.State("HEADER"):
@@ -314,7 +311,7 @@ class Controller(wiring.Component):
                 # The sum, the compare and the verdict each take a cycle (LOAD_RANGE,
                 # LOAD_VERDICT).
                 addr, count = args[0], args[1]
-                m.d.sync += [load_addr.eq(addr), remaining.eq(count),
+                m.d.sync += [load_addr.eq(addr), remaining.eq(count), last_item.eq(count == 1),
                              range_sum.eq(addr + count[:depth_bits]),
                              range_over.eq(big[0] | count[depth_bits:].any()
                                            | (count[:depth_bits] == 0)),
@@ -360,14 +357,15 @@ class Controller(wiring.Component):
                             m.d.sync += lane_word.eq(0)
                             m.d.comb += item_done.eq(1)
                     with m.If(item_done):
-                        m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1)]
-                        with m.If(remaining == 1):
+                        m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1),
+                                     last_item.eq(remaining == 2)]
+                        with m.If(last_item):
                             m.next = "HEADER"
 
             with m.State("STORE_CHECK"):
                 addr, count = args[0], args[1]
                 m.d.sync += [store_addr.eq(addr), remaining.eq(count), to_read.eq(count),
-                             lane_word.eq(0), queued.eq(0),
+                             last_item.eq(count == 1), lane_word.eq(0), head.eq(0), tail.eq(0),
                              range_sum.eq(addr + count[:depth_bits]),
                              range_over.eq(big[0] | count[depth_bits:].any()
                                            | (count[:depth_bits] == 0))]
@@ -394,14 +392,15 @@ class Controller(wiring.Component):
                 m.d.comb += [
                     resp.valid.eq(queued != 0),
                     resp.payload.data.eq(out_words.word_select(lane_word, 32)),
-                    resp.payload.last.eq(last_word & (remaining == 1)),
+                    resp.payload.last.eq(last_word & last_item),
                 ]
                 with m.If(resp.valid & resp.ready):
                     m.d.sync += lane_word.eq(lane_word + 1)
                     with m.If(last_word):
                         m.d.comb += row_sent.eq(1)
-                        m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1)]
-                        with m.If(remaining == 1):
+                        m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1),
+                                     last_item.eq(remaining == 2)]
+                        with m.If(last_item):
                             m.d.sync += storing.eq(0)
                             m.next = "HEADER"
 
@@ -504,12 +503,11 @@ class Controller(wiring.Component):
                     resp.valid.eq(1),
                     resp.payload.last.eq(resp_index == len(status) - 1),
                 ]
-                with m.Switch(resp_index):
-                    for n, value in enumerate(status):
-                        with m.Case(n):
-                            m.d.comb += resp.payload.data.eq(value)
+                # The snapshot shifts out word by word: no multiplexer.
+                m.d.comb += resp.payload.data.eq(status[0])
                 with m.If(resp.ready):
-                    m.d.sync += resp_index.eq(resp_index + 1)
+                    m.d.sync += [resp_index.eq(resp_index + 1),
+                                 *(a.eq(b) for a, b in zip(status[:-1], status[1:], strict=True))]
                     with m.If(resp_index == len(status) - 1):
                         m.next = "HEADER"
         return m

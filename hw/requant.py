@@ -4,7 +4,7 @@ Gateware twin of :func:`golden.requant.requantize`; ``docs/arithmetic.md`` expla
 pipeline stage realizes ``../shared/ARITHMETIC.md``.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,8 +72,11 @@ class Requantizer(wiring.Component):
         ``TFLITE_SINGLE_ROUNDING``.
     multipliers : sequence of str or None
         How each 16 x 16 partial product is built (:class:`hw.mul.Multiplier`),
-        ``PRODUCTS_PER_LANE`` per lane, lane-major; None makes every one ``"dsp"``. The
-        results do not depend on it.
+        ``PRODUCTS_PER_LANE`` per datapath unit, unit-major; None makes every one ``"dsp"``
+        with one unit per lane. With fewer units than lanes (:attr:`units`), each beat
+        goes through the units in :attr:`passes` consecutive cycles, lanes
+        ``[p * units, (p + 1) * units)`` in pass p, and ``i`` takes a beat every
+        :attr:`passes` cycles. The results do not depend on it.
     pipeline : {"deep", "compact"}
         ``"deep"`` registers every step of the datapath (12 stages with double rounding,
         11 with single) for fast clocks; ``"compact"`` merges steps into 6 stages, with
@@ -106,11 +109,13 @@ class Requantizer(wiring.Component):
         self._pipeline = pipeline
         count = PRODUCTS_PER_LANE * lanes
         multipliers = ["dsp"] * count if multipliers is None else list(multipliers)
-        if len(multipliers) != count:
-            raise ValueError(f"multipliers must have {count} entries, not {len(multipliers)}")
+        if (len(multipliers) % PRODUCTS_PER_LANE or not 0 < len(multipliers) <= count):
+            raise ValueError(f"multipliers must have {PRODUCTS_PER_LANE} x 1..{lanes} entries, "
+                             f"not {len(multipliers)}")
         for impl in multipliers:
             check_impl(impl)
         self._multipliers = multipliers
+        self._units = len(multipliers) // PRODUCTS_PER_LANE
         self._lanes = lanes
         self._acc_width = acc_width
         self._rounding = rounding
@@ -144,14 +149,25 @@ class Requantizer(wiring.Component):
         return self._pipeline
 
     @property
+    def units(self):
+        """Datapaths (multiplier sets) the lanes are computed in."""
+        return self._units
+
+    @property
+    def passes(self):
+        """Cycles a beat spends going through the units: ``ceil(lanes / units)``."""
+        return -(-self._lanes // self._units)
+
+    @property
     def latency(self):
         """Cycles from a beat's transfer on ``i`` to its presentation on ``o``, if not stalled."""
-        return len(_REGISTERED[self._pipeline][self._rounding])
+        return len(_REGISTERED[self._pipeline][self._rounding]) + self.passes - 1
 
     def elaborate(self, platform):
         m = Module()
         registered = _REGISTERED[self._pipeline][self._rounding]
         depth = len(registered)
+        units, passes = self._units, self.passes
         # Step n of the datapath is computed in register stage reg_of[n]: the first stage
         # whose register ends at or after it.
         reg_of = [next(k for k, r in enumerate(registered) if r >= n)
@@ -159,12 +175,33 @@ class Requantizer(wiring.Component):
 
         # load[k]: register stage k takes the beat from stage k - 1 (or from ``i``) this
         # cycle.
+        # Stage 0 holds a whole beat for its passes (issue counts them), the stages after
+        # it hold one pass each, and the last one collects the passes of a beat (collect
+        # counts them) and is valid once it has them all.
         valid = [Signal(name=f"valid_{k}") for k in range(depth)]
         load = [Signal(name=f"load_{k}") for k in range(depth)] + [self.o.ready]
+        if passes > 1:
+            issue = Signal(range(passes), name="issue")
+            collect = Signal(range(passes), name="collect")
+        else:
+            issue = collect = Const(0)
+        last_issue = issue == passes - 1
+        last_collect = collect == passes - 1
         for k in reversed(range(depth)):
-            m.d.comb += load[k].eq(~valid[k] | load[k + 1])
+            m.d.comb += load[k].eq(~valid[k] | (load[k + 1] & (last_issue if k == 0 else 1)))
             with m.If(load[k]):
-                m.d.sync += valid[k].eq(self.i.valid if k == 0 else valid[k - 1])
+                if k == 0:
+                    m.d.sync += valid[k].eq(self.i.valid)
+                elif k == depth - 1:
+                    m.d.sync += valid[k].eq(valid[k - 1] & last_collect)
+                else:
+                    m.d.sync += valid[k].eq(valid[k - 1])
+        arrive = load[depth - 1] & valid[depth - 2]
+        if passes > 1:
+            with m.If(load[1] & valid[0]):
+                m.d.sync += issue.eq(Mux(last_issue, 0, issue + 1))
+            with m.If(arrive):
+                m.d.sync += collect.eq(Mux(last_collect, 0, collect + 1))
         m.d.comb += [
             self.i.ready.eq(load[0]),
             self.o.valid.eq(valid[-1]),
@@ -223,17 +260,28 @@ class Requantizer(wiring.Component):
             return layer_regs[reg_of[n]]
 
         lane_fn = self._lane_double if self._rounding == "double" else self._lane_single
-        for j in range(self._lanes):
-            # A lane's step n is the pipeline's step n + 1, after the input register.
-            def lane_stage(n, name, shape, value, j=j):
-                return stage(n + 1, f"l{j}_{name}", shape, value)
-            def lane_product(n, name, a, b, j=j):
-                impls = self._multipliers[PRODUCTS_PER_LANE * j:PRODUCTS_PER_LANE * (j + 1)]
-                return product(n + 1, f"l{j}_{name}", a, b, impls)
+        out = Signal(self.o.payload.shape())
+        m.d.comb += self.o.payload.eq(out)
+        for u in range(units):
+            # A unit's step n is the pipeline's step n + 1, after the input register.
+            def lane_stage(n, name, shape, value, u=u):
+                return stage(n + 1, f"l{u}_{name}", shape, value)
+            def lane_product(n, name, a, b, u=u):
+                impls = self._multipliers[PRODUCTS_PER_LANE * u:PRODUCTS_PER_LANE * (u + 1)]
+                return product(n + 1, f"l{u}_{name}", a, b, impls)
             def lane_layer(n):
                 return layer(n + 1)
-            result = lane_fn(lane_stage, lane_product, lane_layer, acc[j], params[j])
-            m.d.comb += self.o.payload[j].eq(result)
+            # Unit u computes lane p * units + u in pass p (the last pass may have fewer).
+            lanes = [p * units + u for p in range(passes) if p * units + u < self._lanes]
+            if len(lanes) == 1:
+                unit_acc, unit_params = acc[u], params[u]
+            else:
+                unit_acc = Array(acc[j] for j in lanes)[issue]
+                unit_params = CHANNEL_PARAMS(Array(params[j].as_value() for j in lanes)[issue])
+            result = lane_fn(lane_stage, lane_product, lane_layer, unit_acc, unit_params)
+            for p, j in enumerate(lanes):
+                with m.If(arrive & (collect == p)):
+                    m.d.sync += out[j].eq(result)
         return m
 
     @staticmethod
@@ -302,7 +350,7 @@ class Requantizer(wiring.Component):
         fits = out[8:].all() | ~out[8:].any()
         near = Mux(fits, out[:9].as_signed(), Mux(out[-1], -256, 255))
         shifted = stage(k, "shifted", signed(10), near + layer(k).z_out)
+        # The last step's register is the output beat (elaborate).
         params = layer(k + 1)
-        clamped = Mux(shifted < params.act_min, params.act_min,
-                      Mux(shifted > params.act_max, params.act_max, shifted))
-        return stage(k + 1, "clamped", signed(8), clamped)
+        return Mux(shifted < params.act_min, params.act_min,
+                   Mux(shifted > params.act_max, params.act_max, shifted))[:8].as_signed()

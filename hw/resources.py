@@ -8,8 +8,9 @@ manifest are the numbers in Yosys's report, and a configuration whose buffers ex
 device is refused before synthesis (:func:`check`).
 
 DSP blocks go first to the requantizer's partial products (four 16 x 16 products per
-column: one in logic costs about four times the LUTs of a PE's 8 x 8 product), then to
-the PEs in row-major order; whatever is left over is logic. The controller uses none.
+datapath unit, one unit per column, or per two columns on iCE40: one in logic costs about
+four times the LUTs of a PE's 8 x 8 product), then to the PEs in row-major order; whatever
+is left over is logic. The controller uses none.
 """
 
 from dataclasses import dataclass
@@ -57,8 +58,13 @@ _BRAM_MODES = {
     "ice40": ([(2, 2048, 0), (4, 1024, 0), (8, 512, 0), (16, 256, 1)]),
 }
 
-#: Requantizer partial products per column (see hw.requant).
+#: Requantizer partial products per datapath unit (see hw.requant).
 PRODUCTS_PER_LANE = 4
+#: Columns per requantizer datapath unit, per family: one (full rate) on ECP5; two on
+#: iCE40, whose UP5K holds a 2x2 array only with one unit for both columns (half rate:
+#: a tile's R rows take 2R cycles there, within K for K >= 2R) and the four DSP blocks it
+#: frees given to the PEs.
+_COLUMNS_PER_UNIT = {"ecp5": 1, "ice40": 2}
 
 
 class ResourceError(ValueError):
@@ -112,7 +118,8 @@ class Plan:
     pe_multipliers : tuple of str
         ``impl`` of each PE's product, row-major (:class:`hw.mul.Multiplier`).
     requant_multipliers : tuple of str
-        ``impl`` of each requantizer partial product, lane-major.
+        ``impl`` of each requantizer partial product, ``PRODUCTS_PER_LANE`` per datapath
+        unit (:attr:`hw.requant.Requantizer.units`), unit-major.
     buffers : dict
         Block RAMs per memory: the four buffers and, on iCE40 (no distributed RAM), the
         array's output FIFO (None without a device family: Yosys's generic flow).
@@ -180,6 +187,7 @@ class Plan:
                 "buffers": self.spram or {},
             },
             "requant_pipeline": self.requant_pipeline,
+            "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
         }
 
 
@@ -208,14 +216,15 @@ def plan(config):
     dsp_budget = c.dsp_budget if c.dsp_budget is not None else (device and device.dsp)
     bram_budget = c.bram_budget if c.bram_budget is not None else (device and device.bram)
     dsp_impl = "ecp5" if device is not None and device.family == "ecp5" else "dsp"
-    n_requant = PRODUCTS_PER_LANE * c.cols
+    family = device.family if device is not None else None
+    units = _ceil(c.cols, _COLUMNS_PER_UNIT.get(family, 1))
+    n_requant = PRODUCTS_PER_LANE * units
     n_pe = c.rows * c.cols
     if dsp_budget is None:
         requant_dsp, pe_dsp = n_requant, n_pe
     else:
         requant_dsp = min(dsp_budget, n_requant)
         pe_dsp = min(dsp_budget - requant_dsp, n_pe)
-    family = device.family if device is not None else None
     buffers = None
     fifo_ram = {"ecp5": "distributed", "ice40": "block"}.get(family)
     spram = {}

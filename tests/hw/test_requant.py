@@ -315,6 +315,54 @@ def test_throughput_and_latency(rounding, pipeline):
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("rounding", ["double", "single"])
+@pytest.mark.parametrize(("lanes", "units"), [(2, 1), (4, 2), (5, 2), (3, 1)])
+def test_shared_units(lanes, units, rounding, pipeline):
+    """Fewer datapaths than lanes: each beat takes ``passes`` cycles, same numbers."""
+    dut = Requantizer(lanes, rounding=rounding, pipeline=pipeline,
+                      multipliers=["dsp", "logic", "dsp", "dsp"] * units)
+    assert (dut.units, dut.passes) == (units, -(-lanes // units))
+    rng = np.random.default_rng(lanes * 100 + units)
+    case = join(corner_case(lanes, rounding=rounding),
+                random_case(rng, 400, lanes, rounding=rounding))
+    np.testing.assert_array_equal(simulate(dut, case, p_gap=0.3, p_stall=0.3, seed=units),
+                                  reference(case, rounding))
+
+
+@pytest.mark.parametrize("units", [1, 2])
+def test_shared_units_rate_and_latency(units):
+    """Back to back, a beat every ``passes`` cycles; the first result ``latency`` cycles
+    after its transfer."""
+    dut = Requantizer(4, pipeline="compact", multipliers=["dsp"] * 4 * units)
+    case = random_case(np.random.default_rng(9), 12, 4)
+    words = [int.from_bytes(row.tobytes(), "little") for row in pack_inputs(dut, case)]
+    taken, seen = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.valid, 1)
+        for cycle in range(len(words) * dut.passes + dut.latency + 1):
+            if len(taken) < len(words):
+                ctx.set(dut.i.payload.as_value(), words[len(taken)])
+                if ctx.get(dut.i.ready):
+                    taken.append(cycle)
+            else:
+                ctx.set(dut.i.valid, 0)
+            if ctx.get(dut.o.valid):
+                seen.append((cycle, ctx.get(dut.o.payload.as_value())))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert taken == [n * dut.passes for n in range(len(words))]
+    assert [c for c, _ in seen] == [t + dut.latency for t in taken]
+    np.testing.assert_array_equal(unpack_outputs([w for _, w in seen], 4),
+                                  reference(case, "double"))
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
 def test_full_pipeline_holds_under_stall(pipeline):
     """With o stalled the pipeline fills to ``latency`` beats, then refuses more."""
     dut = Requantizer(1, pipeline=pipeline)
@@ -356,6 +404,10 @@ def test_signature():
     ({"lanes": 4, "acc_width": 15}, r"^Accumulator width must be an integer in 16\.\.32, not 15$"),
     ({"lanes": 4, "acc_width": 33}, r"^Accumulator width must be an integer in 16\.\.32, not 33$"),
     ({"lanes": 4, "rounding": "up"}, r"^Rounding must be one of 'double', 'single', not 'up'$"),
+    ({"lanes": 2, "multipliers": ["dsp"] * 12},
+     r"^multipliers must have 4 x 1\.\.2 entries, not 12$"),
+    ({"lanes": 2, "multipliers": ["dsp"] * 6},
+     r"^multipliers must have 4 x 1\.\.2 entries, not 6$"),
     ({"lanes": 4, "pipeline": "short"},
      r"^Pipeline must be one of 'deep', 'compact', not 'short'$"),
 ])

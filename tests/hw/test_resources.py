@@ -133,6 +133,18 @@ def test_up5k_puts_activations_and_weights_in_spram():
     assert p.to_dict()["spram"]["used"] == 4
 
 
+def test_up5k_requantizer_shares_a_unit_and_gives_the_pes_its_dsp_blocks():
+    p = SPRAM.resources
+    assert p.requant_multipliers == ("dsp",) * 4 and p.pe_multipliers == ("dsp",) * 4
+    assert p.dsp == 8 and p.to_dict()["requant_units"] == 1
+    wide = AcceleratorConfig(rows=1, cols=3, device="ice40-up5k", act_depth=16,
+                             wgt_depth=16, par_depth=2, out_depth=16).resources
+    assert len(wide.requant_multipliers) == 8 and wide.pe_multipliers == ("logic",) * 3
+    for device in ("ecp5-85f", None):
+        p = AcceleratorConfig(rows=2, cols=3, device=device).resources
+        assert len(p.requant_multipliers) == 12 and p.to_dict()["requant_units"] == 3
+
+
 def test_requantizer_pipeline_follows_the_family():
     assert SPRAM.resources.requant_pipeline == "compact"
     assert SPRAM.resources.to_dict()["requant_pipeline"] == "compact"

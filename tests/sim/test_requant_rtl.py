@@ -15,15 +15,17 @@ from hw.requant import Requantizer
 from sim import harness
 from tests.hw.test_requant import corner_case, join, pack_inputs, random_case, reference
 
-CONFIGS = [(4, "double", "deep"), (4, "single", "deep"), (16, "double", "deep"),
-           (16, "single", "deep"), (2, "double", "compact"), (2, "single", "compact")]
+# (lanes, rounding, pipeline, datapath units)
+CONFIGS = [(4, "double", "deep", 4), (4, "single", "deep", 4), (16, "double", "deep", 16),
+           (16, "single", "deep", 16), (2, "double", "compact", 1), (3, "single", "compact", 2)]
 LANE_VECTORS = 40_000
 
 
 @pytest.fixture(scope="module")
 def builds():
     """Every configuration, Verilated concurrently: each build has serial phases."""
-    duts = {config: Requantizer(config[0], rounding=config[1], pipeline=config[2])
+    duts = {config: Requantizer(config[0], rounding=config[1], pipeline=config[2],
+                                multipliers=["dsp"] * 4 * config[3])
             for config in CONFIGS}
     sources = {config: harness.verilog_of(dut) for config, dut in duts.items()}
     with ThreadPoolExecutor(len(CONFIGS)) as pool:
@@ -31,7 +33,7 @@ def builds():
     return {config: (duts[config], dirs[config]) for config in CONFIGS}
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"{n}-{r}-{p}" for n, r, p in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"{n}-{r}-{p}-{u}" for n, r, p, u in CONFIGS])
 def test_requantize(builds, config, tmp_path):
     dut, build_dir = builds[config]
     lanes, rounding = dut.lanes, dut.rounding
@@ -52,5 +54,6 @@ def test_requantize(builds, config, tmp_path):
                 env={"CASE": tmp_path / "case.npz", "OUT": tmp_path / "out.npz"})
     out = np.load(tmp_path / "out.npz")
     np.testing.assert_array_equal(out["outputs"], reference(case, rounding))
-    # Full rate: the last of n beats leaves `latency` cycles after the n-th input cycle.
-    assert out["cycles"][0] == segments[0][0] + dut.latency
+    # Full rate: a beat every `passes` cycles, the last of n leaving `latency` cycles after
+    # it was taken.
+    assert out["cycles"][0] == (segments[0][0] - 1) * dut.passes + dut.latency + 1

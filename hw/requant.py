@@ -38,11 +38,13 @@ _PRODUCT_LATENCY = MUL_LATENCY + 2
 # pipeline.
 _STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
 #: The steps that end in a register, per pipeline and rounding; the others are merged into
-#: the step after them. "compact" keeps the input register, the multiplier's two and one
-#: after each of the product's sum, the rounding and the output.
+#: the step after them. "compact" has no input register and merges the left shift into the
+#: multiplier's operand stage, the byte and bit shifts of the single rounding, and the zero
+#: point into the clamp: about one carry chain or one shifter per stage, which the iCE40
+#: UP5K runs at 30 MHz.
 _REGISTERED = {
     "deep": {r: tuple(range(n)) for r, n in _STEPS.items()},
-    "compact": {"double": (0, 3, 4, 6, 8, 11), "single": (0, 2, 3, 6, 8, 10)},
+    "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 11), "single": (1, 2, 3, 4, 5, 7, 8, 10)},
 }
 PIPELINES = tuple(_REGISTERED)
 
@@ -161,7 +163,9 @@ class Requantizer(wiring.Component):
     @property
     def latency(self):
         """Cycles from a beat's transfer on ``i`` to its presentation on ``o``, if not stalled."""
-        return len(_REGISTERED[self._pipeline][self._rounding]) + self.passes - 1
+        registered = _REGISTERED[self._pipeline][self._rounding]
+        # With an input register a beat is taken at its first pass, without at its last.
+        return len(registered) + (self.passes - 1 if registered[0] == 0 else 0)
 
     def elaborate(self, platform):
         m = Module()
@@ -175,9 +179,12 @@ class Requantizer(wiring.Component):
 
         # load[k]: register stage k takes the beat from stage k - 1 (or from ``i``) this
         # cycle.
-        # Stage 0 holds a whole beat for its passes (issue counts them), the stages after
-        # it hold one pass each, and the last one collects the passes of a beat (collect
-        # counts them) and is valid once it has them all.
+        # A beat's passes (issue counts them) leave the input register if there is one
+        # (it holds the beat meanwhile), or ``i`` itself (whose payload stays put until
+        # the beat is taken, after its last pass). The stages after that hold one pass
+        # each, and the last one collects the passes of a beat (collect counts them) and is
+        # valid once it has them all.
+        holding = registered[0] == 0
         valid = [Signal(name=f"valid_{k}") for k in range(depth)]
         load = [Signal(name=f"load_{k}") for k in range(depth)] + [self.o.ready]
         if passes > 1:
@@ -188,7 +195,8 @@ class Requantizer(wiring.Component):
         last_issue = issue == passes - 1
         last_collect = collect == passes - 1
         for k in reversed(range(depth)):
-            m.d.comb += load[k].eq(~valid[k] | (load[k + 1] & (last_issue if k == 0 else 1)))
+            freed = load[k + 1] & last_issue if holding and k == 0 else load[k + 1]
+            m.d.comb += load[k].eq(~valid[k] | freed)
             with m.If(load[k]):
                 if k == 0:
                     m.d.sync += valid[k].eq(self.i.valid)
@@ -198,12 +206,12 @@ class Requantizer(wiring.Component):
                     m.d.sync += valid[k].eq(valid[k - 1])
         arrive = load[depth - 1] & valid[depth - 2]
         if passes > 1:
-            with m.If(load[1] & valid[0]):
+            with m.If(load[1] & valid[0] if holding else load[0] & self.i.valid):
                 m.d.sync += issue.eq(Mux(last_issue, 0, issue + 1))
             with m.If(arrive):
                 m.d.sync += collect.eq(Mux(last_collect, 0, collect + 1))
         m.d.comb += [
-            self.i.ready.eq(load[0]),
+            self.i.ready.eq(load[0] if holding else load[0] & last_issue),
             self.o.valid.eq(valid[-1]),
         ]
 
@@ -244,8 +252,9 @@ class Requantizer(wiring.Component):
             low = stage(n + 2, f"{name}_low", unsigned(32), ll)
             return stage(n + 3, name, unsigned(64), (Cat(low, top) + mid)[:64])
 
-        # Step 0 only registers the inputs: they come straight from block RAM (the
-        # parameters) whose clock-to-output time leaves no room for logic behind it.
+        # Step 0 only registers the inputs (in the deep pipeline): they come straight from
+        # block RAM (the parameters) whose clock-to-output time leaves no room for logic
+        # behind it at ECP5 speeds.
         acc = stage(0, "acc", self.i.payload.acc.shape(), self.i.payload.acc)
         params = stage(0, "params", self.i.payload.params.shape(), self.i.payload.params)
         # The layer record travels beside the beat, one copy per register stage up to the
@@ -315,9 +324,12 @@ class Requantizer(wiring.Component):
         right = stage(k, f"right_{k}", unsigned(5), right)
 
         # RDBPOT, ties away from zero: (x + 2**(n-1) - (x < 0)) >> n for n > 0, x for n == 0.
-        half = (Const(1, 32) << right)[1:]
-        nudge = half - ((srdhm < 0) & right.any())
-        rounded = stage(k + 1, "rounded", signed(33), srdhm + nudge)
+        # The nudge is added as mask + carry: mask = 2**(n-1) - 1 (-1 for n == 0) depends on
+        # n alone, carry = 1 - (x < 0 and n > 0), so one carry chain does the whole sum.
+        none = right == 0
+        mask = Cat(*(none | (i + 1 < right) for i in range(32)), none).as_signed()
+        carry = ~((srdhm < 0) & ~none)
+        rounded = stage(k + 1, "rounded", signed(33), srdhm + mask + carry)
         right = stage(k + 1, f"right_{k + 1}", unsigned(5), right)
         out = stage(k + 2, "out", signed(32), rounded >> right)
         return self._output(stage, k + 3, layer, out)

@@ -56,5 +56,5 @@ def test_requantize(builds, config, tmp_path):
     np.testing.assert_array_equal(out["outputs"], reference(case, rounding))
     # Full rate: a beat taken every `passes` cycles (the first within `passes`), the last
     # of n leaving `latency` cycles after it was taken; exactly n + latency for one pass.
-    n = int(segments[0][0])
-    assert (n - 1) * dut.passes + dut.latency + 1 <= out["cycles"][0] <= n * dut.passes + dut.latency
+    n, passes, latency = int(segments[0][0]), dut.passes, dut.latency
+    assert (n - 1) * passes + latency + 1 <= out["cycles"][0] <= n * passes + latency

@@ -1,7 +1,7 @@
 """Double-banked on-chip buffers: one write port, one synchronous read port, two banks."""
 
-from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth import Cat, ClockSignal, Instance, Module, Mux, Shape, Signal
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -37,6 +37,20 @@ class BankedBuffer(wiring.Component):
         UP5K's SB_SPRAM256KA, 16K x 16 bits): each bank's one address is the write address
         while the bank is written, else the read address. The controller never writes the
         bank the compute engine reads (interlock, ``docs/isa.md``), so the two never meet.
+    latency : {1, 2}
+        Read latency. 2 (block RAM only) registers every input of the memory, lane by lane:
+        each lane (element of an ``ArrayLayout`` shape) is a memory of its own with its own
+        copy of the address, enable and data registers, so no net fans out from one
+        register to every block of the buffer (on a large FPGA they lie across the whole
+        die) and none carries logic into a block RAM. A write lands a cycle later.
+    group : int
+        With ``latency=2``: lanes per memory (and per copy of the registers); more than one
+        where one lane a memory would take more blocks than the buffer needs.
+    replica : {None, "ecp5"}
+        With ``latency=2``: ``"ecp5"`` builds the per-lane copies of the address and enable
+        registers as ``TRELLIS_FF`` instances marked ``keep``, since Yosys merges equal
+        registers back into one; None uses plain registers (for simulation: the same
+        behaviour).
 
     Members
     -------
@@ -47,16 +61,29 @@ class BankedBuffer(wiring.Component):
     r_bank : :py:`In(1)`
         Bank read by ``r``.
     r : :py:`Out(ReadPort.Signature(addr_width, shape))`
-        Synchronous read port: ``data`` follows ``addr`` one cycle after ``en``; while ``en``
-        is low ``data`` holds. Not transparent: reading a word written in the same cycle
-        returns its old contents.
+        Synchronous read port: ``data`` is the word at ``addr`` :attr:`latency` cycles with
+        ``en`` high earlier (``en`` enables the whole read pipeline); while ``en`` is low
+        ``data`` holds. Not transparent: reading a word written in the same cycle (or, with
+        latency 2, the cycle before) returns its old contents.
     """
 
-    def __init__(self, shape, depth, *, granularity=None, ram="block"):
+    def __init__(self, shape, depth, *, granularity=None, ram="block", latency=1,
+                 replica=None, group=1):
         if not isinstance(depth, int) or depth < 1:
             raise TypeError(f"Depth must be a positive integer, not {depth!r}")
         if ram not in ("block", "spram"):
             raise ValueError(f"ram must be 'block' or 'spram', not {ram!r}")
+        if latency not in (1, 2) or (latency == 2 and ram != "block"):
+            raise ValueError(f"latency must be 1, or 2 with block RAM, not {latency!r}")
+        if replica not in (None, "ecp5"):
+            raise ValueError(f"replica must be None or 'ecp5', not {replica!r}")
+        if latency == 2 and not isinstance(shape, data.ArrayLayout):
+            raise TypeError(f"A latency-2 buffer needs an ArrayLayout shape, not {shape!r}")
+        if not isinstance(group, int) or group < 1:
+            raise ValueError(f"group must be a positive integer, not {group!r}")
+        self._latency = latency
+        self._group = group
+        self._replica = replica
         self._ram = ram
         self._shape = shape
         self._depth = depth
@@ -83,7 +110,7 @@ class BankedBuffer(wiring.Component):
     @property
     def latency(self):
         """Cycles from a read port's ``en`` to its ``data``."""
-        return 1
+        return self._latency
 
     def _physical(self, bank, addr):
         if self._depth & (self._depth - 1) == 0 and self._depth > 1:
@@ -93,6 +120,8 @@ class BankedBuffer(wiring.Component):
     def elaborate(self, platform):
         if self._ram == "spram":
             return self._elaborate_spram()
+        if self._latency == 2:
+            return self._elaborate_lanes()
         m = Module()
         # Block RAM whatever the size, so that hw.resources counts what Yosys maps.
         m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[],
@@ -111,6 +140,51 @@ class BankedBuffer(wiring.Component):
             rp.en.eq(self.r.en),
             self.r.data.eq(rp.data),
         ]
+        return m
+
+    def _register(self, m, value, name, en=1, copy=False):
+        """``value`` registered (clock enable ``en``); a ``copy`` of a register other lanes
+        also have is a kept vendor flip-flop where ``replica`` asks for one."""
+        reg = Signal(len(value), name=name)
+        if not (copy and self._replica == "ecp5"):
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+        for n in range(len(value)):
+            m.submodules[f"{name}_ff{n}"] = Instance(
+                "TRELLIS_FF", a_keep=1,
+                p_GSR="DISABLED", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+                i_CLK=ClockSignal(), i_CE=en, i_LSR=0, i_DI=value[n], o_Q=reg[n])
+        return reg
+
+    def _elaborate_lanes(self):
+        m = Module()
+        lanes = self._shape.length
+        w_addr = Signal(self.addr_width + 1)
+        r_addr = Signal(self.addr_width + 1)
+        m.d.comb += [w_addr.eq(self._physical(self.w_bank, self.w.addr)),
+                     r_addr.eq(self._physical(self.r_bank, self.r.addr))]
+        granular = self._granularity is not None
+        bits = Shape.cast(self._shape.elem_shape).width
+        for g, first in enumerate(range(0, lanes, self._group)):
+            count = min(self._group, lanes - first)
+            memory = Memory(shape=data.ArrayLayout(self._shape.elem_shape, count),
+                            depth=2 * self._depth, init=[], attrs={"ram_style": "block"})
+            m.submodules[f"lanes{g}"] = memory
+            wp = memory.write_port(granularity=1 if granular else None)
+            rp = memory.read_port()
+            en = (self.w.en[first // self._granularity:(first + count) // self._granularity]
+                  if granular else self.w.en)
+            lane_bits = slice(first * bits, (first + count) * bits)
+            m.d.comb += [
+                wp.addr.eq(self._register(m, w_addr, f"w_addr{g}", copy=True)),
+                wp.data.eq(self._register(m, self.w.data.as_value()[lane_bits], f"w_data{g}")),
+                wp.en.eq(self._register(m, en, f"w_en{g}", copy=not granular)),
+                rp.addr.eq(self._register(m, r_addr, f"r_addr{g}", en=self.r.en, copy=True)),
+                rp.en.eq(self.r.en),
+                self.r.data.as_value()[lane_bits].eq(rp.data),
+            ]
         return m
 
     def _elaborate_spram(self):

@@ -9,13 +9,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .buffers import bank_addr_width
+from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
-from .skid import SkidBuffer
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
-           "check_config", "ComputeEngine"]
+           "buffer", "check_config", "ComputeEngine"]
 
 
 def feed_layout(rows, cols):
@@ -74,6 +73,22 @@ def buffer_shapes(config):
         "par": data.ArrayLayout(CHANNEL_PARAMS, config.cols),
         "out": data.ArrayLayout(signed(8), config.cols),
     }
+
+
+def buffer(config, name, *, granularity=None):
+    """The :class:`~hw.buffers.BankedBuffer` of buffer ``name`` as the resource plan builds
+    it (block RAM or SPRAM, read latency, register copies)."""
+    plan = config.resources
+    return BankedBuffer(buffer_shapes(config)[name], getattr(config, f"{name}_depth"),
+                        granularity=granularity, ram=plan.buffer_ram(name),
+                        latency=buffer_latency(config, name), replica=plan.replica,
+                        group=plan.groups.get(name, 1))
+
+
+def buffer_latency(config, name):
+    """Read latency of buffer ``name`` (:func:`buffer`)."""
+    plan = config.resources
+    return plan.buffer_latency if plan.buffer_ram(name) == "block" else 1
 
 
 def check_config(config):
@@ -152,9 +167,15 @@ class ComputeEngine(wiring.Component):
         })
 
     @property
+    def read_latency(self):
+        """Read latency of the activation and weight buffers (the larger)."""
+        c = self._config
+        return max(buffer_latency(c, "act"), buffer_latency(c, "wgt"))
+
+    @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return 3
+        return self.read_latency + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -206,7 +227,14 @@ class ComputeEngine(wiring.Component):
                                        ones[field])
             return last, lambda: restart(getattr(p, field) - 1, getattr(p, field) == 1), step
 
-        # Tile feeder: the loop counters name the beat whose read is issued next.
+        # Tile feeder: the loop counters name the beat whose read is issued next. The
+        # buffers read every cycle; a read is issued only with a credit, i.e. room in the
+        # beat queue for it and every read still in flight, so nothing on the array side
+        # reaches a block RAM, and reads arrive ``L`` cycles later (``L + 2`` entries keep
+        # one beat a cycle going).
+        L = self.read_latency
+        act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
+        depth = L + 2
         active = Signal()
         last_k, restart_k, step_k = command_loop("k", "k")
         last_u, restart_u, step_u = command_loop("u", "n_tiles")
@@ -214,53 +242,82 @@ class ComputeEngine(wiring.Component):
         act_ptr = Signal(range(c.act_depth + 1))
         act_block = Signal.like(act_ptr)
         wgt_ptr = Signal(range(c.wgt_depth + 1))
-        f_valid = Signal()
-        f_last = Signal()
-        f_end = Signal()       # the beat read is the command's last one
-        advance = Signal()
-
-        # The beats leave through a skid buffer: ``feed`` comes from registers, and the read
-        # enables depend on its registered ``ready``, not on the array's.
-        m.submodules.feed_slice = feed_slice = SkidBuffer(data.StructLayout({
-            "beat": feed_layout(c.rows, c.cols), "end": 1}))
-        beat = feed_slice.o.payload.beat
+        credits = Signal(range(depth + 1), init=depth)
+        issue = Signal()
+        entry = data.StructLayout({"beat": feed_layout(c.rows, c.cols), "end": 1})
+        flight = [Signal(data.StructLayout({"valid": 1, "last": 1, "end": 1}),
+                         name=f"flight{n}") for n in range(L)]
         m.d.comb += [
-            advance.eq(~f_valid | feed_slice.i.ready),
-            self.act.en.eq(advance),
+            issue.eq(active & (credits != 0)),
+            self.act.en.eq(1),
             self.act.addr.eq(act_ptr),
-            self.wgt.en.eq(advance),
+            self.wgt.en.eq(1),
             self.wgt.addr.eq(wgt_ptr),
-            feed_slice.i.valid.eq(f_valid),
-            feed_slice.i.payload.beat.a.eq(self.act.data),
-            feed_slice.i.payload.beat.b.eq(self.wgt.data),
-            feed_slice.i.payload.beat.last.eq(f_last),
-            feed_slice.i.payload.end.eq(f_end),
-            self.feed.valid.eq(feed_slice.o.valid),
-            self.feed.payload.eq(beat),
-            feed_slice.o.ready.eq(self.feed.ready),
         ]
-        with m.If(advance):
-            m.d.sync += [f_valid.eq(active), f_last.eq(last_k & ~run.partial),
-                         f_end.eq(last_k & last_u & last_t)]
-            with m.If(active):
-                step_k()
-                with m.If(last_k):
-                    step_u()
-                    with m.If(last_u):
-                        step_t()
-                        m.d.sync += [
-                            wgt_ptr.eq(run.wgt_addr),
-                            act_ptr.eq(act_ptr + 1),
-                            act_block.eq(act_ptr + 1),
-                        ]
-                        with m.If(last_t):
-                            m.d.sync += active.eq(0)
-                    with m.Else():
-                        m.d.sync += [wgt_ptr.eq(wgt_ptr + 1), act_ptr.eq(act_block)]
+        m.d.sync += [
+            flight[0].valid.eq(issue),
+            flight[0].last.eq(last_k & ~run.partial),
+            flight[0].end.eq(last_k & last_u & last_t),
+            *(b.eq(a) for a, b in zip(flight, flight[1:], strict=False)),
+        ]
+
+        def delayed(value, cycles):
+            for n in range(cycles):
+                reg = Signal.like(value, name=f"{value.name}_d{n}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            return value
+
+        # The buffer with the shorter latency is delayed to the other's.
+        arrival = Signal(entry)
+        m.d.comb += [
+            arrival.beat.a.eq(delayed(self.act.data, L - act_l)),
+            arrival.beat.b.eq(delayed(self.wgt.data, L - wgt_l)),
+            arrival.beat.last.eq(flight[-1].last),
+            arrival.end.eq(flight[-1].end),
+        ]
+        queue = [Signal(entry, name=f"beat{n}") for n in range(depth)]
+        head = Signal(range(depth))
+        tail = Signal(range(depth))
+        count = Signal(range(depth + 1))
+        pop = self.feed.valid & self.feed.ready
+        out = Signal(entry)
+        with m.Switch(head):
+            for n, q in enumerate(queue):
+                with m.Case(n):
+                    m.d.comb += out.eq(q)
+        m.d.comb += [
+            self.feed.valid.eq(count != 0),
+            self.feed.payload.eq(out.beat),
+        ]
+        with m.If(flight[-1].valid):
+            for n, q in enumerate(queue):
+                with m.If(tail == n):
+                    m.d.sync += q.eq(arrival)
+            m.d.sync += tail.eq(Mux(tail == depth - 1, 0, tail + 1))
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(head == depth - 1, 0, head + 1))
+        m.d.sync += [count.eq(count + flight[-1].valid - pop),
+                     credits.eq(credits - issue + pop)]
+        with m.If(issue):
+            step_k()
+            with m.If(last_k):
+                step_u()
+                with m.If(last_u):
+                    step_t()
+                    m.d.sync += [
+                        wgt_ptr.eq(run.wgt_addr),
+                        act_ptr.eq(act_ptr + 1),
+                        act_block.eq(act_ptr + 1),
+                    ]
+                    with m.If(last_t):
+                        m.d.sync += active.eq(0)
                 with m.Else():
-                    m.d.sync += [act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
+                    m.d.sync += [wgt_ptr.eq(wgt_ptr + 1), act_ptr.eq(act_block)]
+            with m.Else():
+                m.d.sync += [act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
         # A partial COMPUTE writes no rows: it is done when its last beat is taken.
-        with m.If(run.partial & self.feed.valid & self.feed.ready & feed_slice.o.payload.end):
+        with m.If(run.partial & pop & out.end):
             m.d.sync += self.busy.eq(0)
         with m.If(start):
             restart_k()
@@ -269,24 +326,32 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [active.eq(1), act_ptr.eq(p.act_addr), act_block.eq(p.act_addr),
                          wgt_ptr.eq(p.wgt_addr)]
 
-        # Parameter join: an array row and its group's parameters, one register stage.
-        p_valid = Signal()
-        p_acc = Signal.like(self.acc.payload)
+        # Parameter join: each array row waits in a register stage per cycle of the
+        # parameter buffer's read latency while its group's parameters are read; the stages
+        # and the read move together whenever the requantizer takes a beat.
+        par_l = buffer_latency(c, "par")
+        p_valid = [Signal(name=f"p_valid{n}") for n in range(par_l)]
+        p_acc = [Signal.like(self.acc.payload, name=f"p_acc{n}") for n in range(par_l)]
         last_pi, restart_pi, step_pi = loop("p_i", range(c.rows), c.rows - 1, c.rows == 1)
         last_pu, restart_pu, step_pu = command_loop("p_u", "n_tiles")
         par_ptr = Signal(range(c.par_depth + 1))
+        move = Signal()
         take = self.acc.valid & self.acc.ready
         m.d.comb += [
-            self.acc.ready.eq(~p_valid | self.rq.ready),
-            self.par.en.eq(take),
+            move.eq(~p_valid[-1] | self.rq.ready),
+            self.acc.ready.eq(move),
+            self.par.en.eq(move),
             self.par.addr.eq(par_ptr),
-            self.rq.valid.eq(p_valid),
-            self.rq.payload.acc.eq(p_acc),
+            self.rq.valid.eq(p_valid[-1]),
+            self.rq.payload.acc.eq(p_acc[-1]),
             self.rq.payload.params.eq(self.par.data),
             self.rq.payload.layer.eq(run.layer),
         ]
+        with m.If(move):
+            m.d.sync += [p_valid[0].eq(self.acc.valid), p_acc[0].eq(self.acc.payload)]
+            for n in range(1, par_l):
+                m.d.sync += [p_valid[n].eq(p_valid[n - 1]), p_acc[n].eq(p_acc[n - 1])]
         with m.If(take):
-            m.d.sync += [p_valid.eq(1), p_acc.eq(self.acc.payload)]
             step_pi()
             with m.If(last_pi):
                 step_pu()
@@ -294,8 +359,6 @@ class ComputeEngine(wiring.Component):
                     m.d.sync += par_ptr.eq(run.par_addr)
                 with m.Else():
                     m.d.sync += par_ptr.eq(par_ptr + 1)
-        with m.Elif(self.rq.ready):
-            m.d.sync += p_valid.eq(0)
         with m.If(start):
             restart_pi(c.rows - 1, c.rows == 1)
             restart_pu()

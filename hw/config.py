@@ -62,6 +62,10 @@ class AcceleratorConfig:
         simulation and Yosys's generic flow).
     dsp_budget, bram_budget : int or None
         Override the device's DSP block / block RAM count (None: the device's own).
+    buffer_latency : {None, 1, 2}
+        Read latency of the block-RAM buffers (``hw.buffers.BankedBuffer``); 2 registers
+        every memory input lane by lane, for timing on large FPGAs. None: the device's
+        choice (2 on ECP5, else 1).
 
     A configuration whose buffers need more block RAM than the budget raises
     :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP
@@ -80,6 +84,7 @@ class AcceleratorConfig:
     device: str | None = None
     dsp_budget: int | None = None
     bram_budget: int | None = None
+    buffer_latency: int | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -104,6 +109,8 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 0):
                 raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
+        if self.buffer_latency not in (None, 1, 2):
+            raise ValueError(f"buffer_latency must be 1 or 2, not {self.buffer_latency!r}")
         if self.bram_budget is not None and self.device is None:
             raise ValueError("bram_budget needs a device, whose block RAM geometry it counts")
         check(self)

@@ -9,11 +9,10 @@ from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .buffers import BankedBuffer
 from .compute import (
     ComputeEngine,
     array_ports,
-    buffer_shapes,
+    buffer,
     check_config,
 )
 from .host import WORD
@@ -80,17 +79,11 @@ class Controller(wiring.Component):
         m = Module()
         c = self._config
         R, C = c.rows, c.cols
-        shapes = buffer_shapes(c)
 
-        ram = c.resources.buffer_ram
-        m.submodules.act_buf = act_buf = BankedBuffer(shapes["act"], c.act_depth,
-                                                      granularity=1, ram=ram("act"))
-        m.submodules.wgt_buf = wgt_buf = BankedBuffer(shapes["wgt"], c.wgt_depth,
-                                                      granularity=1, ram=ram("wgt"))
-        m.submodules.par_buf = par_buf = BankedBuffer(shapes["par"], c.par_depth,
-                                                      granularity=1, ram=ram("par"))
-        m.submodules.out_buf = out_buf = BankedBuffer(shapes["out"], c.out_depth,
-                                                      ram=ram("out"))
+        m.submodules.act_buf = act_buf = buffer(c, "act", granularity=1)
+        m.submodules.wgt_buf = wgt_buf = buffer(c, "wgt", granularity=1)
+        m.submodules.par_buf = par_buf = buffer(c, "par", granularity=1)
+        m.submodules.out_buf = out_buf = buffer(c, "out")
         m.submodules.engine = engine = ComputeEngine(c)
         run = engine.running
 
@@ -232,22 +225,29 @@ class Controller(wiring.Component):
         queued = Signal(range(3))
         head = Signal()        # the entry whose row goes out
         tail = Signal()        # the entry the next row read goes to
-        in_flight = Signal()
+        # Reads in flight, one bit per cycle of the buffer's read latency; the read port is
+        # always enabled and a row is queued when its read arrives.
+        in_flight = Signal(out_buf.latency)
+        arriving = in_flight[-1]
         storing = Signal()
         reading = Signal()
         row_sent = Signal()
         out_words = Cat(Mux(head, queue[1], queue[0]),
                         Const(0, 32 * words_per_lanes(C) - len(out_bits)))
+        room = Signal()
         m.d.comb += [
-            reading.eq(storing & (to_read != 0) & ((queued == 0) | ((queued == 1) & ~in_flight))),
+            # The queue's two entries hold the rows queued and those in flight.
+            room.eq(sum(in_flight) + queued < 2),
+            reading.eq(storing & (to_read != 0) & room),
             out_buf.r_bank.eq(bank),
             out_buf.r.addr.eq(store_addr),
-            out_buf.r.en.eq(reading),
+            out_buf.r.en.eq(1),
         ]
-        m.d.sync += [in_flight.eq(reading), queued.eq(queued + in_flight - row_sent)]
+        m.d.sync += [in_flight.eq(Cat(reading, in_flight[:-1])),
+                     queued.eq(queued + arriving - row_sent)]
         with m.If(reading):
             m.d.sync += [store_addr.eq(store_addr + 1), to_read.eq(to_read - 1)]
-        with m.If(in_flight):
+        with m.If(arriving):
             m.d.sync += tail.eq(~tail)
             for n, entry in enumerate(queue):
                 with m.If(tail == n):

@@ -43,7 +43,7 @@ __all__ = [
     "response_length", "command_spans", "command",
     "cmd_nop", "cmd_id", "cmd_status", "cmd_clear", "cmd_load_act", "cmd_load_wgt",
     "cmd_load_par", "cmd_compute", "cmd_store", "layer_word",
-    "parse_id", "parse_status", "multipliers", "layer_multipliers",
+    "reported", "parse_id", "parse_status", "multipliers", "layer_multipliers",
     "STRATEGIES", "plan_gemm", "compile_gemm", "compile_conv2d", "compile_fully_connected",
 ]
 
@@ -246,6 +246,13 @@ class DeviceId(NamedTuple):
                                  rounding=self.rounding, host_width=host_width,
                                  act_depth=self.act_depth, wgt_depth=self.wgt_depth,
                                  par_depth=self.par_depth, out_depth=self.out_depth)
+
+
+def reported(config):
+    """``config`` with only what ID reports: no target device, budgets or buffer latency,
+    which change how the same accelerator is built, not what it computes."""
+    return replace(config, device=None, dsp_budget=None, bram_budget=None,
+                               buffer_latency=None)
 
 
 def parse_id(words):
@@ -828,7 +835,7 @@ class Driver:
         """ID -> :class:`DeviceId`; AcceleratorError if it is not ``config``'s build."""
         dev = parse_id(self.transact(cmd_id(), [len(ID_WORDS)])[0])
         built = dev.to_config(self.config.host_width)
-        if built != self.config:
+        if built != reported(self.config):
             raise AcceleratorError(f"device is {built}, driver expects {self.config}")
         return dev
 

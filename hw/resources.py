@@ -95,6 +95,21 @@ def block_rams(family, words, lanes, lane_bits, granular):
     return best
 
 
+def lane_groups(family, words, lanes, lane_bits, granular):
+    """Lanes per memory of a buffer built a memory per lane group (read latency 2), and its
+    blocks: the smallest groups (the most copies of the input registers) that take no more
+    blocks than one memory for all lanes."""
+    whole = block_rams(family, words, lanes, lane_bits, granular)
+    for group in range(1, lanes + 1):
+        full, rest = divmod(lanes, group)
+        blocks = full * block_rams(family, words, group, lane_bits, granular)
+        if rest:
+            blocks += block_rams(family, words, rest, lane_bits, granular)
+        if blocks <= whole:
+            return group, blocks
+    raise AssertionError("one group of all lanes is one memory")
+
+
 def buffer_geometry(config):
     """Per buffer: (words of the memory, lanes, bits per lane, per-lane write enables)."""
     c = config
@@ -128,6 +143,13 @@ class Plan:
     spram : dict
         SPRAM blocks per buffer held in SPRAM (one bank per block set, ``BankedBuffer(...,
         ram="spram")``); those buffers take no block RAM.
+    buffer_latency : {1, 2}
+        Read latency of the block-RAM buffers (2: a memory per lane with its own input
+        registers, ``hw.buffers.BankedBuffer``).
+    replica : {None, "ecp5"}
+        How the buffers' per-lane register copies are built (``BankedBuffer(replica=...)``).
+    groups : dict
+        Lanes per memory of each latency-2 buffer (:func:`lane_groups`).
     requant_pipeline : {"deep", "compact"}
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
@@ -143,6 +165,9 @@ class Plan:
     fifo_ram: str | None = None
     spram: dict | None = None
     requant_pipeline: str = "deep"
+    buffer_latency: int = 1
+    replica: str | None = None
+    groups: dict | None = None
 
     def buffer_ram(self, name):
         """``ram`` of :class:`hw.buffers.BankedBuffer` for buffer ``name``."""
@@ -187,6 +212,7 @@ class Plan:
                 "buffers": self.spram or {},
             },
             "requant_pipeline": self.requant_pipeline,
+            "buffer_latency": self.buffer_latency,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
         }
 
@@ -228,11 +254,22 @@ def plan(config):
     buffers = None
     fifo_ram = {"ecp5": "distributed", "ice40": "block"}.get(family)
     spram = {}
+    latency = getattr(c, "buffer_latency", None)
+    if latency is None:
+        latency = 2 if family == "ecp5" else 1
     if family is not None:
         geometry = buffer_geometry(c)
         spram = _spram_buffers(device, geometry)
         buffers = {name: 0 if name in spram else block_rams(family, *g)
                    for name, g in geometry.items()}
+    groups = {}
+    if latency == 2:
+        for name, (words, lanes, bits, granular) in buffer_geometry(c).items():
+            if family is None:
+                groups[name] = 1
+            elif name not in spram:
+                groups[name], buffers[name] = lane_groups(family, words, lanes, bits, granular)
+    if family is not None:
         if fifo_ram == "block":
             from .array import fifo_depth
 
@@ -244,7 +281,9 @@ def plan(config):
         requant_multipliers=tuple([dsp_impl] * requant_dsp
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
-        requant_pipeline="compact" if family == "ice40" else "deep")
+        requant_pipeline="compact" if family == "ice40" else "deep",
+        buffer_latency=latency, replica="ecp5" if family == "ecp5" and latency == 2 else None,
+        groups=groups)
 
 
 def check(config):

@@ -44,7 +44,8 @@ def test_success_writes_verilog_and_manifest(small):
     assert manifest["config"] == {"rows": 2, "cols": 3, "acc_width": 24, "rounding": "single",
                                   "host_width": 16, "act_depth": 8, "wgt_depth": 8,
                                   "par_depth": 2, "out_depth": 12,
-                                  "device": None, "dsp_budget": None, "bram_budget": None}
+                                  "device": None, "dsp_budget": None, "bram_budget": None,
+                                  "buffer_latency": None}
     assert manifest["peak_macs_per_cycle"] == 6
     assert manifest["buffers"]["act"] == {"banks": 2, "words_per_bank": 8, "bits_per_word": 16,
                                           "host_words_per_word": 1, "total_bits": 256}

@@ -167,6 +167,9 @@ def test_status_after_reset_and_nops():
     TINY,
     AcceleratorConfig(rows=5, cols=4, act_depth=16, wgt_depth=16, par_depth=2, out_depth=40,
                       rounding="single"),
+    # Buffers with registered inputs (read latency 2), depths not powers of two.
+    AcceleratorConfig(rows=3, cols=5, act_depth=12, wgt_depth=10, par_depth=3, out_depth=24,
+                      buffer_latency=2),
 ])
 def test_compute_matches_golden(config):
     rng = np.random.default_rng(1)
@@ -190,10 +193,11 @@ def test_unused_high_bytes_are_zero():
     assert all(word >> 24 == 0 for word in out)
 
 
-def test_interlock_and_double_buffering():
+@pytest.mark.parametrize("latency", [1, 2])
+def test_interlock_and_double_buffering(latency):
     """A LOAD into the bank the running COMPUTE reads waits; one into the other bank doesn't
     corrupt anything; a STORE from the bank COMPUTE writes waits for its results."""
-    c = TINY
+    c = AcceleratorConfig(**{**TINY.to_dict(), "buffer_latency": latency})
     rng = np.random.default_rng(4)
     k = 4
     x0, w, bias, m0, shift = gemm_case(c, rng, 1, 2, k)

@@ -160,4 +160,4 @@ def test_spram_buffers_compute_the_same(monkeypatch):
 
     test_controller.test_compute_matches_golden(SPRAM)
     monkeypatch.setattr(test_controller, "TINY", SPRAM)
-    test_controller.test_interlock_and_double_buffering()
+    test_controller.test_interlock_and_double_buffering(1)

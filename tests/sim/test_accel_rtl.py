@@ -24,8 +24,9 @@ CONFIGS = {
     "3x5-single-h8": AcceleratorConfig(rows=3, cols=5, rounding="single", host_width=8,
                                        acc_width=24, act_depth=48, wgt_depth=40, par_depth=2,
                                        out_depth=30),
+    # Buffers with registered inputs, as on ECP5 (read latency 2).
     "8x8-h64": AcceleratorConfig(rows=8, cols=8, host_width=64, act_depth=128, wgt_depth=96,
-                                 par_depth=3, out_depth=96),
+                                 par_depth=3, out_depth=96, buffer_latency=2),
 }
 SLOW_CONFIGS = {
     "16x16-h128": AcceleratorConfig(host_width=128),
@@ -134,7 +135,7 @@ def test_random_gemms_with_backpressure(name, tmp_path):
                             seed=int(rng.integers(1 << 30)), **BACKPRESSURE)
     ident, status = drv.split_responses(results[0].resp, [len(ID_WORDS), len(STATUS_WORDS)],
                                         config.host_width)
-    assert drv.parse_id(ident).to_config(config.host_width) == config
+    assert drv.parse_id(ident).to_config(config.host_width) == drv.reported(config)
     assert drv.parse_status(status) == drv.Status(False, False, 0, 0, 0)
     for (layer, program), result in zip(layers, results[1:], strict=True):
         plan = program.plan

@@ -40,8 +40,8 @@ _STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LAT
 #: The steps that end in a register, per pipeline and rounding; the others are merged into
 #: the step after them. "compact" has no input register and merges the left shift into the
 #: multiplier's operand stage, the byte and bit shifts of the single rounding, and the zero
-#: point into the clamp: about one carry chain or one shifter per stage, which the iCE40
-#: UP5K runs at 30 MHz.
+#: point into the clamp: about one carry chain or one shifter per stage, what a 30 MHz clock
+#: period holds on the iCE40 UP5K (about 3 ns per LUT with its routing, 0.28 ns per carry).
 _REGISTERED = {
     "deep": {r: tuple(range(n)) for r, n in _STEPS.items()},
     "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 11), "single": (1, 2, 3, 4, 5, 7, 8, 10)},
@@ -81,9 +81,10 @@ class Requantizer(wiring.Component):
         :attr:`passes` cycles. The results do not depend on it.
     pipeline : {"deep", "compact"}
         ``"deep"`` registers every step of the datapath (12 stages with double rounding,
-        11 with single) for fast clocks; ``"compact"`` merges steps into 6 stages, with
-        about half the flip-flops, for slow devices (iCE40). The results do not depend on
-        it.
+        11 with single) for fast clocks; ``"compact"`` merges steps (9 stages, 8 with
+        single rounding) and keeps one layer record for all beats in flight (a beat whose
+        record differs waits until the beats before it are past the clamp), for devices
+        with few flip-flops (iCE40). The results do not depend on it.
 
     Members
     -------
@@ -186,6 +187,17 @@ class Requantizer(wiring.Component):
         # valid once it has them all.
         holding = registered[0] == 0
         valid = [Signal(name=f"valid_{k}") for k in range(depth)]
+        # The compact pipeline keeps one layer record for every beat in flight (instead of
+        # a copy per stage): a beat whose record differs waits until the beats before it
+        # are past the clamp, the last step that reads it. In the accelerator the record
+        # changes once per COMPUTE, whose rows have drained by then anyway.
+        shared_layer = self._pipeline == "compact"
+        if shared_layer:
+            layer_reg = Signal(LAYER_PARAMS, name="layer")
+            in_flight = Cat(valid[:depth - 1]).any()
+            admit = ~in_flight | (self.i.payload.layer.as_value() == layer_reg.as_value())
+        else:
+            admit = Const(1)
         load = [Signal(name=f"load_{k}") for k in range(depth)] + [self.o.ready]
         if passes > 1:
             issue = Signal(range(passes), name="issue")
@@ -199,19 +211,23 @@ class Requantizer(wiring.Component):
             m.d.comb += load[k].eq(~valid[k] | freed)
             with m.If(load[k]):
                 if k == 0:
-                    m.d.sync += valid[k].eq(self.i.valid)
+                    m.d.sync += valid[k].eq(self.i.valid & admit)
                 elif k == depth - 1:
                     m.d.sync += valid[k].eq(valid[k - 1] & last_collect)
                 else:
                     m.d.sync += valid[k].eq(valid[k - 1])
         arrive = load[depth - 1] & valid[depth - 2]
+        enter = load[0] & self.i.valid & admit
+        if shared_layer:
+            with m.If(enter):
+                m.d.sync += layer_reg.eq(self.i.payload.layer)
         if passes > 1:
-            with m.If(load[1] & valid[0] if holding else load[0] & self.i.valid):
+            with m.If(load[1] & valid[0] if holding else enter):
                 m.d.sync += issue.eq(Mux(last_issue, 0, issue + 1))
             with m.If(arrive):
                 m.d.sync += collect.eq(Mux(last_collect, 0, collect + 1))
         m.d.comb += [
-            self.i.ready.eq(load[0] if holding else load[0] & last_issue),
+            self.i.ready.eq(load[0] if holding else load[0] & last_issue & admit),
             self.o.valid.eq(valid[-1]),
         ]
 
@@ -257,16 +273,16 @@ class Requantizer(wiring.Component):
         # behind it at ECP5 speeds.
         acc = stage(0, "acc", self.i.payload.acc.shape(), self.i.payload.acc)
         params = stage(0, "params", self.i.payload.params.shape(), self.i.payload.params)
-        # The layer record travels beside the beat, one copy per register stage up to the
-        # last one's input; layer(n) is the record at the start of step n.
+        # Otherwise the layer record travels beside the beat, one copy per register stage
+        # up to the last one's input; layer(n) is the record at the start of step n.
         layer_regs = [self.i.payload.layer]
-        for k in range(depth - 1):
+        for k in range(0 if shared_layer else depth - 1):
             layer_regs.append(Signal(LAYER_PARAMS, name=f"layer_{k}"))
             with m.If(load[k]):
                 m.d.sync += layer_regs[-1].eq(layer_regs[-2])
 
         def layer(n):
-            return layer_regs[reg_of[n]]
+            return layer_reg if shared_layer else layer_regs[reg_of[n]]
 
         lane_fn = self._lane_double if self._rounding == "double" else self._lane_single
         out = Signal(self.o.payload.shape())

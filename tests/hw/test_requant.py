@@ -288,7 +288,8 @@ def test_lanes(lanes):
 def test_throughput_and_latency(rounding, pipeline):
     """One beat per cycle with no bubbles; the first result ``latency`` cycles later."""
     dut = Requantizer(2, rounding=rounding, pipeline=pipeline)
-    case = random_case(np.random.default_rng(5), 20, 2, rounding=rounding)
+    # One layer: in the compact pipeline a new layer record waits for the beats before it.
+    case = random_case(np.random.default_rng(5), 20, 2, rounding=rounding, n_layers=1)
     words = [int.from_bytes(row.tobytes(), "little") for row in pack_inputs(dut, case)]
     seen = []
 
@@ -335,7 +336,7 @@ def test_shared_units_rate_and_latency(units, pipeline):
     """Back to back, a beat every ``passes`` cycles; each result ``latency`` cycles after
     its beat's transfer."""
     dut = Requantizer(4, pipeline=pipeline, multipliers=["dsp"] * 4 * units)
-    case = random_case(np.random.default_rng(9), 12, 4)
+    case = random_case(np.random.default_rng(9), 12, 4, n_layers=1)
     words = [int.from_bytes(row.tobytes(), "little") for row in pack_inputs(dut, case)]
     taken, seen = [], []
 

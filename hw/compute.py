@@ -175,28 +175,33 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return self.read_latency + 2
+        return self.read_latency + 3
 
     def elaborate(self, platform):
         m = Module()
         c = self._config
         run = self.running
-        start = self.cmd.valid & self.cmd.ready
+        # The command is registered when it is accepted and started a cycle later, from
+        # that register: the decoder's hand-off reaches only the command register, not the
+        # many registers a start loads.
+        accept = self.cmd.valid & self.cmd.ready
+        start = Signal()
+        m.d.sync += start.eq(accept)
         m.d.comb += self.cmd.ready.eq(~self.busy)
 
-        with m.If(start):
+        with m.If(accept):
             m.d.sync += [run.eq(self.cmd.payload), self.busy.eq(1), self.cycles.eq(1)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(self.clear):
             m.d.sync += [self.total.eq(0), self.count.eq(0)]
         with m.Else():
-            with m.If(start | self.busy):
+            with m.If(accept | self.busy):
                 m.d.sync += self.total.eq(self.total + 1)
-            with m.If(start):
+            with m.If(accept):
                 m.d.sync += self.count.eq(self.count + 1)
 
-        p = self.cmd.payload
+        p = run
         # Loop ends, registered when the command starts; every loop counter counts down to
         # 0 with a registered ``last`` flag, so no loop test compares or subtracts.
         ends = {name: Signal.like(getattr(run, name), name=f"{name}_end")

@@ -29,8 +29,9 @@ LAYER_PARAMS = data.StructLayout({
     "act_max": signed(8),
 })
 
-#: The 32 x 32 multiply of a lane as four 16 x 16 unsigned partial products (see
-#: ``docs/arithmetic.md``): (a_lo, b_lo), (a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi).
+#: The 32 x 32 multiply of a lane as four 16 x 16 partial products (see
+#: ``docs/arithmetic.md``): (a_lo, b_lo), (a_lo, b_hi), (a_hi, b_lo), (a_hi, b_hi), the high
+#: halves signed.
 PRODUCTS_PER_LANE = 4
 _PRODUCT_LATENCY = MUL_LATENCY + 2
 # Steps of the datapath (see docs/arithmetic.md): the input register, the steps before the
@@ -243,30 +244,30 @@ class Requantizer(wiring.Component):
             return reg
 
         def product(n, name, a, b, impls):
-            """``a * b`` modulo 2**64 of two signed 32-bit values, at the end of step n + 3."""
-            a_u, b_u = a.as_unsigned(), b.as_unsigned()
-            halves = [(a_u[:16], b_u[:16]), (a_u[:16], b_u[16:]), (a_u[16:], b_u[:16]),
-                      (a_u[16:], b_u[16:])]
+            """``a * b`` of two signed 32-bit values, as signed(64), at the end of step n + 3.
+
+            With the halves a = a_hi 2**16 + a_lo (a_hi signed, a_lo unsigned), likewise b:
+            a b = a_hi b_hi 2**32 + (a_lo b_hi + a_hi b_lo) 2**16 + a_lo b_lo, four 16 x 16
+            products of which three have a signed operand (DSP blocks take those whole).
+            """
+            halves = [(a[:16], b[:16]), (a[:16], b[16:].as_signed()),
+                      (a[16:].as_signed(), b[:16]), (a[16:].as_signed(), b[16:].as_signed())]
             parts = []
             # The multiplier's two registers end steps n and n + 1, in every pipeline.
             en = Cat(load[reg_of[n]], load[reg_of[n + 1]])
             for i, ((x, y), impl) in enumerate(zip(halves, impls, strict=True)):
-                mul = m.submodules[f"{name}_mul{i}"] = Multiplier(unsigned(16), unsigned(16),
+                mul = m.submodules[f"{name}_mul{i}"] = Multiplier(x.shape(), y.shape(),
                                                                   impl=impl)
                 m.d.comb += [mul.a.eq(x), mul.b.eq(y), mul.en.eq(en)]
                 parts.append(mul.p)
             ll, lh, hl, hh = parts
-            # a = a_u - 2**32 a[31], so a * b = a_u b_u - 2**32 (a[31] b_u + b[31] a_u) mod 2**64.
-            corr = stage(n, f"{name}_corr", unsigned(33), Mux(a[31], b_u, 0) + Mux(b[31], a_u, 0))
-            corr = stage(n + 1, f"{name}_corr_1", unsigned(33), corr)
-            # Summed in place (shifted by 16), not as products: Yosys 0.70's ice40_dsp packs
+            # Two additions, each of a product shifted in place: Yosys 0.70's ice40_dsp packs
             # an addition of two registered products into the first one's SB_MAC16 (the
             # second product register as its C/D input register) and then loses the second
             # product, leaving C/D undriven.
-            mid = stage(n + 2, f"{name}_mid", unsigned(49), (lh << 16) + (hl << 16))
-            top = stage(n + 2, f"{name}_top", unsigned(32), (hh - corr)[:32])
-            low = stage(n + 2, f"{name}_low", unsigned(32), ll)
-            return stage(n + 3, name, unsigned(64), (Cat(low, top) + mid)[:64])
+            part = stage(n + 2, f"{name}_part", signed(64), Cat(ll, hh).as_signed() + (lh << 16))
+            hl = stage(n + 2, f"{name}_hl", signed(32), hl)
+            return stage(n + 3, name, signed(64), part + (hl << 16))
 
         # Step 0 only registers the inputs (in the deep pipeline): they come straight from
         # block RAM (the parameters) whose clock-to-output time leaves no room for logic
@@ -359,7 +360,7 @@ class Requantizer(wiring.Component):
             pre = stage(k, f"pre_{k}", unsigned(6), pre)
 
         k = 1 + _PRODUCT_LATENCY
-        full = product(1, "product", total, m0).as_signed()
+        full = product(1, "product", total, m0)
 
         # floor((p + 2**(t-1)) / 2**t) == floor((floor(p / 2**(t-1)) + 1) / 2), and the result
         # is wrapped to int32, so 33 bits of floor(p / 2**(t-1)) are all that matter. The

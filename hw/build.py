@@ -221,6 +221,9 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
                         "the other multipliers are built in logic")
     p.add_argument("--bram", type=_int, default=None, metavar="N",
                    help="block RAMs to use at most (default: all of --device's)")
+    p.add_argument("--buffer-latency", type=_int, choices=(1, 2), default=None, metavar="L",
+                   help="read latency of the block-RAM buffers: 2 registers their inputs "
+                        "lane by lane (default: 2 on ECP5, else 1)")
 
 
 def config_from_args(args):
@@ -231,7 +234,8 @@ def config_from_args(args):
     rows, cols = args.pe
     fields = dict(rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
                   host_width=args.host_width, device=getattr(args, "device", None),
-                  dsp_budget=args.dsp, bram_budget=args.bram)
+                  dsp_budget=args.dsp, bram_budget=args.bram,
+                  buffer_latency=args.buffer_latency)
     depths = {f"{name}_depth": getattr(args, f"{name}_depth")
               for name in ("act", "wgt", "par", "out")}
     given = {key: v for key, v in depths.items() if v is not None}

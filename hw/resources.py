@@ -204,6 +204,7 @@ class Plan:
                 "used": self.bram,
                 "available": self.bram_budget,
                 "buffers": self.buffers,
+                "lanes_per_memory": self.groups or None,
             },
             "spram": {
                 "primitive": "SB_SPRAM256KA" if d is not None and d.spram else None,

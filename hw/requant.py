@@ -40,12 +40,13 @@ _PRODUCT_LATENCY = MUL_LATENCY + 2
 _STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
 #: The steps that end in a register, per pipeline and rounding; the others are merged into
 #: the step after them. "compact" has no input register and merges the left shift into the
-#: multiplier's operand stage, the byte and bit shifts of the single rounding, and the zero
-#: point into the clamp: about one carry chain or one shifter per stage, what a 30 MHz clock
-#: period holds on the iCE40 UP5K (about 3 ns per LUT with its routing, 0.28 ns per carry).
+#: multiplier's operand stage and the byte and bit shifts of the single rounding: about one
+#: carry chain or one shifter per stage, what a 30 MHz clock period holds on the iCE40 UP5K
+#: (about 3 ns per LUT with its routing, 0.28 ns per carry).
 _REGISTERED = {
     "deep": {r: tuple(range(n)) for r, n in _STEPS.items()},
-    "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 11), "single": (1, 2, 3, 4, 5, 7, 8, 10)},
+    "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 10, 11),
+                "single": (1, 2, 3, 4, 5, 7, 8, 9, 10)},
 }
 PIPELINES = tuple(_REGISTERED)
 
@@ -82,7 +83,7 @@ class Requantizer(wiring.Component):
         :attr:`passes` cycles. The results do not depend on it.
     pipeline : {"deep", "compact"}
         ``"deep"`` registers every step of the datapath (12 stages with double rounding,
-        11 with single) for fast clocks; ``"compact"`` merges steps (9 stages, 8 with
+        11 with single) for fast clocks; ``"compact"`` merges steps (10 stages, 9 with
         single rounding) and keeps one layer record for all beats in flight (a beat whose
         record differs waits until the beats before it are past the clamp), for devices
         with few flip-flops (iCE40). The results do not depend on it.
@@ -188,17 +189,6 @@ class Requantizer(wiring.Component):
         # valid once it has them all.
         holding = registered[0] == 0
         valid = [Signal(name=f"valid_{k}") for k in range(depth)]
-        # The compact pipeline keeps one layer record for every beat in flight (instead of
-        # a copy per stage): a beat whose record differs waits until the beats before it
-        # are past the clamp, the last step that reads it. In the accelerator the record
-        # changes once per COMPUTE, whose rows have drained by then anyway.
-        shared_layer = self._pipeline == "compact"
-        if shared_layer:
-            layer_reg = Signal(LAYER_PARAMS, name="layer")
-            in_flight = Cat(valid[:depth - 1]).any()
-            admit = ~in_flight | (self.i.payload.layer.as_value() == layer_reg.as_value())
-        else:
-            admit = Const(1)
         load = [Signal(name=f"load_{k}") for k in range(depth)] + [self.o.ready]
         if passes > 1:
             issue = Signal(range(passes), name="issue")
@@ -207,28 +197,60 @@ class Requantizer(wiring.Component):
             issue = collect = Const(0)
         last_issue = issue == passes - 1
         last_collect = collect == passes - 1
+        # The compact pipeline keeps one layer record for the beats past stage 0 (instead
+        # of a copy per stage): a beat whose record differs waits in stage 0 until those
+        # beats are past the clamp, the last step that reads it. In the accelerator the
+        # record changes once per COMPUTE, whose rows have drained by then anyway. Both
+        # conditions are registers (updated from the next cycle's contents), so ``i.ready``
+        # does not wait for a comparison.
+        shared_layer = self._pipeline == "compact"
+        admit = Const(1)
+        if shared_layer:
+            layer_0 = Signal(LAYER_PARAMS, name="layer_0")
+            layer_reg = Signal(LAYER_PARAMS, name="layer")
+            same = Signal(name="same_layer")
+            ahead = Signal(range(depth), name="ahead")  # beats in stages 1 .. depth - 2
+            empty = Signal(name="ahead_empty", init=1)
+            admit = empty | same
         for k in reversed(range(depth)):
-            freed = load[k + 1] & last_issue if holding and k == 0 else load[k + 1]
+            if k == 0:
+                freed = load[1] & admit & (last_issue if holding else 1)
+            else:
+                freed = load[k + 1]
             m.d.comb += load[k].eq(~valid[k] | freed)
             with m.If(load[k]):
                 if k == 0:
-                    m.d.sync += valid[k].eq(self.i.valid & admit)
+                    m.d.sync += valid[k].eq(self.i.valid)
+                elif k == 1:
+                    m.d.sync += valid[k].eq(valid[0] & admit)
                 elif k == depth - 1:
                     m.d.sync += valid[k].eq(valid[k - 1] & last_collect)
                 else:
                     m.d.sync += valid[k].eq(valid[k - 1])
         arrive = load[depth - 1] & valid[depth - 2]
-        enter = load[0] & self.i.valid & admit
+        advance = load[1] & valid[0] & admit
         if shared_layer:
-            with m.If(enter):
-                m.d.sync += layer_reg.eq(self.i.payload.layer)
+            incoming = self.i.payload.layer.as_value()
+            count = ahead + advance - arrive
+            m.d.sync += [
+                ahead.eq(count),
+                empty.eq(count == 0),
+                same.eq(Mux(load[0],
+                            Mux(advance, incoming == layer_0.as_value(),
+                                incoming == layer_reg.as_value()),
+                            advance | same)),
+            ]
+            with m.If(load[0]):
+                m.d.sync += layer_0.eq(self.i.payload.layer)
+            with m.If(advance):
+                m.d.sync += layer_reg.eq(layer_0)
         if passes > 1:
-            with m.If(load[1] & valid[0] if holding else enter):
+            with m.If(advance if holding else load[0] & self.i.valid):
                 m.d.sync += issue.eq(Mux(last_issue, 0, issue + 1))
             with m.If(arrive):
                 m.d.sync += collect.eq(Mux(last_collect, 0, collect + 1))
         m.d.comb += [
-            self.i.ready.eq(load[0] if holding else load[0] & last_issue & admit),
+            self.i.ready.eq(load[0] if holding else load[0] & last_issue),
             self.o.valid.eq(valid[-1]),
         ]
 

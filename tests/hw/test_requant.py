@@ -396,8 +396,8 @@ def test_signature():
     assert (dut.lanes, dut.acc_width, dut.rounding, dut.pipeline, dut.latency) == (
         3, 20, "double", "deep", 12)
     assert Requantizer(3, rounding="single").latency == 11
-    assert Requantizer(3, pipeline="compact").latency == 9
-    assert Requantizer(3, rounding="single", pipeline="compact").latency == 8
+    assert Requantizer(3, pipeline="compact").latency == 10
+    assert Requantizer(3, rounding="single", pipeline="compact").latency == 9
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -64,8 +64,8 @@ class AcceleratorConfig:
         Override the device's DSP block / block RAM count (None: the device's own).
     buffer_latency : {None, 1, 2}
         Read latency of the block-RAM buffers (``hw.buffers.BankedBuffer``); 2 registers
-        every memory input lane by lane, for timing on large FPGAs. None: the device's
-        choice (2 on ECP5, else 1).
+        every memory input lane by lane (``docs/fpga.md`` has what it measured). None:
+        1.
 
     A configuration whose buffers need more block RAM than the budget raises
     :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP

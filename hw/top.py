@@ -44,7 +44,8 @@ class Accelerator(wiring.Component):
                                     multipliers=resources.pe_multipliers,
                                     fifo_ram=resources.fifo_ram)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
-                                    multipliers=resources.requant_multipliers)
+                                    multipliers=resources.requant_multipliers,
+                                    pipeline=resources.requant_pipeline)
         super().__init__({
             "i": In(stream.Signature(config.host_width)),
             "o": Out(stream.Signature(config.host_width)),

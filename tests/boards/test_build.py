@@ -20,7 +20,9 @@ def run_cli(*args):
     (["--board", "nosuch", "--pe", "1x1"], "board must be one of icebreaker, ulx3s-12f"),
     (["--board", "icebreaker", "--pe", "4x4"], "a 4x4 array does not fit icebreaker: block "
                                                "RAM: the buffers need 30 SB_RAM40_4K"),
-    (["--board", "icebreaker", "--pe", "3x3"], "a 3x3 array needs about 7880 LUTs but the "
+    # 4800 + 120 per PE + 80 per PE product in logic: the 8 SB_MAC16 go to the requantizer's
+    # two datapath units (one per two columns on iCE40), the 9 PE products are logic.
+    (["--board", "icebreaker", "--pe", "3x3"], "a 3x3 array needs about 6600 LUTs but the "
                                                "iCE40UP5K of icebreaker has 5280"),
     (["--board", "ulx3s-85f", "--pe", "64x64"], "a 64x64 array needs about"),
     (["--board", "icebreaker", "--pe", "1x1", "--freq", "400"], "iCE40 PLL output must be"),

@@ -74,16 +74,12 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = self._array
         m.submodules.requant = requant = self._requant
 
-        # The command words reach the decoder through two register slices: no path from the
-        # host side (pins, a UART bridge) goes straight into the decoder's logic, and the
-        # slice whose spare depends on the decoder's ready can sit beside the decoder
-        # while the other sits by the host side.
+        # The command words reach the decoder through a register slice: no path from the
+        # host side (pins, a UART bridge) goes straight into the decoder's logic.
         m.submodules.in_slice = in_slice = SkidBuffer(32)
-        m.submodules.in_slice2 = in_slice2 = SkidBuffer(32)
         wiring.connect(m, wiring.flipped(self.i), host_in.i)
         wiring.connect(m, host_in.o, in_slice.i)
-        wiring.connect(m, in_slice.o, in_slice2.i)
-        wiring.connect(m, in_slice2.o, controller.i)
+        wiring.connect(m, in_slice.o, controller.i)
         wiring.connect(m, controller.o, host_out.i)
         wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)

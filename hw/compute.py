@@ -201,15 +201,15 @@ class ComputeEngine(wiring.Component):
             with m.If(accept):
                 m.d.sync += self.count.eq(self.count + 1)
 
-        p = run
-        # Loop ends, registered when the command starts; every loop counter counts down to
-        # 0 with a registered ``last`` flag, so no loop test compares or subtracts.
+        # Loop ends, registered with the command; every loop counter counts down to 0 with
+        # a registered ``last`` flag, so no loop test compares or subtracts.
         ends = {name: Signal.like(getattr(run, name), name=f"{name}_end")
                 for name in ("k", "n_tiles", "m_tiles")}
         ones = {name: Signal(name=f"{name}_one") for name in ends}
-        with m.If(start):
+        with m.If(accept):
             for name, end in ends.items():
-                m.d.sync += [end.eq(getattr(p, name) - 1), ones[name].eq(getattr(p, name) == 1)]
+                value = getattr(self.cmd.payload, name)
+                m.d.sync += [end.eq(value - 1), ones[name].eq(value == 1)]
 
         def loop(name, shape, end, one):
             """A down counter ``left`` and its flag ``last`` (left == 0); ``step`` goes on
@@ -230,7 +230,7 @@ class ComputeEngine(wiring.Component):
         def command_loop(name, field):
             last, restart, step = loop(name, getattr(run, field).shape(), ends[field],
                                        ones[field])
-            return last, lambda: restart(getattr(p, field) - 1, getattr(p, field) == 1), step
+            return last, lambda: restart(ends[field], ones[field]), step
 
         # Tile feeder: the loop counters name the beat whose read is issued next. The
         # buffers read every cycle; a read is issued only with a credit, i.e. room in the
@@ -328,8 +328,8 @@ class ComputeEngine(wiring.Component):
             restart_k()
             restart_u()
             restart_t()
-            m.d.sync += [active.eq(1), act_ptr.eq(p.act_addr), act_block.eq(p.act_addr),
-                         wgt_ptr.eq(p.wgt_addr)]
+            m.d.sync += [active.eq(1), act_ptr.eq(run.act_addr), act_block.eq(run.act_addr),
+                         wgt_ptr.eq(run.wgt_addr)]
 
         # Parameter join: each array row waits in a register stage per cycle of the
         # parameter buffer's read latency while its group's parameters are read; the stages
@@ -367,7 +367,7 @@ class ComputeEngine(wiring.Component):
         with m.If(start):
             restart_pi(c.rows - 1, c.rows == 1)
             restart_pu()
-            m.d.sync += par_ptr.eq(p.par_addr)
+            m.d.sync += par_ptr.eq(run.par_addr)
 
         # Output writer.
         last_wi, restart_wi, step_wi = loop("w_i", range(c.rows), c.rows - 1, c.rows == 1)
@@ -398,5 +398,5 @@ class ComputeEngine(wiring.Component):
             restart_wi(c.rows - 1, c.rows == 1)
             restart_wu()
             restart_wt()
-            m.d.sync += [row_ptr.eq(p.out_addr), tile_start.eq(p.out_addr)]
+            m.d.sync += [row_ptr.eq(run.out_addr), tile_start.eq(run.out_addr)]
         return m

@@ -43,6 +43,10 @@ class BankedBuffer(wiring.Component):
         copy of the address, enable and data registers, so no net fans out from one
         register to every block of the buffer (on a large FPGA they lie across the whole
         die) and none carries logic into a block RAM. A write lands a cycle later.
+    output_register : bool
+        Register the read data once more (one more cycle of read latency,
+        :attr:`latency`), so the block RAM's clock-to-output delay ends at a flip-flop
+        beside it instead of on a path across the die.
     group : int
         With ``latency=2``: lanes per memory (and per copy of the registers); more than one
         where one lane a memory would take more blocks than the buffer needs.
@@ -68,7 +72,7 @@ class BankedBuffer(wiring.Component):
     """
 
     def __init__(self, shape, depth, *, granularity=None, ram="block", latency=1,
-                 replica=None, group=1):
+                 replica=None, group=1, output_register=False):
         if not isinstance(depth, int) or depth < 1:
             raise TypeError(f"Depth must be a positive integer, not {depth!r}")
         if ram not in ("block", "spram"):
@@ -82,6 +86,7 @@ class BankedBuffer(wiring.Component):
         if not isinstance(group, int) or group < 1:
             raise ValueError(f"group must be a positive integer, not {group!r}")
         self._latency = latency
+        self._output_register = bool(output_register)
         self._group = group
         self._replica = replica
         self._ram = ram
@@ -107,10 +112,21 @@ class BankedBuffer(wiring.Component):
         """Width of an address within a bank (at least 1)."""
         return bank_addr_width(self._depth)
 
+    @staticmethod
+    def read_latency(*, latency=1, output_register=False, ram="block"):
+        """:attr:`latency` of a buffer built with these arguments."""
+        return (latency if ram == "block" else 1) + bool(output_register)
+
     @property
     def latency(self):
         """Cycles from a read port's ``en`` to its ``data``."""
-        return self._latency
+        return self.read_latency(latency=self._latency, output_register=self._output_register,
+                                 ram=self._ram)
+
+    @property
+    def output_register(self):
+        """Whether the read data passes a register after the memory."""
+        return self._output_register
 
     def _physical(self, bank, addr):
         if self._depth & (self._depth - 1) == 0 and self._depth > 1:
@@ -118,11 +134,24 @@ class BankedBuffer(wiring.Component):
         return Mux(bank, addr + self._depth, addr)
 
     def elaborate(self, platform):
-        if self._ram == "spram":
-            return self._elaborate_spram()
-        if self._latency == 2:
-            return self._elaborate_lanes()
         m = Module()
+        if self._output_register:
+            # The memory's read data is registered with the same enable, so the pipeline
+            # still moves only while ``en`` is high.
+            read_data = Signal.like(self.r.data, name="read_data")
+            with m.If(self.r.en):
+                m.d.sync += self.r.data.eq(read_data)
+        else:
+            read_data = self.r.data
+        if self._ram == "spram":
+            self._elaborate_spram(m, read_data)
+        elif self._latency == 2:
+            self._elaborate_lanes(m, read_data)
+        else:
+            self._elaborate_block(m, read_data)
+        return m
+
+    def _elaborate_block(self, m, read_data):
         # Block RAM whatever the size, so that hw.resources counts what Yosys maps.
         m.submodules.memory = memory = Memory(shape=self._shape, depth=2 * self._depth, init=[],
                                               attrs={"ram_style": "block"})
@@ -138,9 +167,8 @@ class BankedBuffer(wiring.Component):
             r_addr.eq(self._physical(self.r_bank, self.r.addr)),
             rp.addr.eq(r_addr),
             rp.en.eq(self.r.en),
-            self.r.data.eq(rp.data),
+            read_data.eq(rp.data),
         ]
-        return m
 
     def _register(self, m, value, name, en=1, copy=False):
         """``value`` registered (clock enable ``en``); a ``copy`` of a register other lanes
@@ -158,8 +186,7 @@ class BankedBuffer(wiring.Component):
                 i_CLK=ClockSignal(), i_CE=en, i_LSR=0, i_DI=value[n], o_Q=reg[n])
         return reg
 
-    def _elaborate_lanes(self):
-        m = Module()
+    def _elaborate_lanes(self, m, read_data):
         lanes = self._shape.length
         w_addr = Signal(self.addr_width + 1)
         r_addr = Signal(self.addr_width + 1)
@@ -183,12 +210,10 @@ class BankedBuffer(wiring.Component):
                 wp.en.eq(self._register(m, en, f"w_en{g}", copy=not granular)),
                 rp.addr.eq(self._register(m, r_addr, f"r_addr{g}", en=self.r.en, copy=True)),
                 rp.en.eq(self.r.en),
-                self.r.data.as_value()[lane_bits].eq(rp.data),
+                read_data.as_value()[lane_bits].eq(rp.data),
             ]
-        return m
 
-    def _elaborate_spram(self):
-        m = Module()
+    def _elaborate_spram(self, m, read_data):
         writing = self.w.en.any()
         datas = []
         for bank in range(2):
@@ -212,5 +237,4 @@ class BankedBuffer(wiring.Component):
         read_bank = Signal()
         with m.If(self.r.en):
             m.d.sync += read_bank.eq(self.r_bank)
-        m.d.comb += self.r.data.eq(Mux(read_bank, datas[1], datas[0]))
-        return m
+        m.d.comb += read_data.eq(Mux(read_bank, datas[1], datas[0]))

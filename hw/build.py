@@ -224,6 +224,9 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
     p.add_argument("--buffer-latency", type=_int, choices=(1, 2), default=None, metavar="L",
                    help="read latency of the block-RAM buffers: 2 registers their inputs "
                         "lane by lane (default 1)")
+    p.add_argument("--buffer-output-register", choices=("on", "off"), default=None,
+                   help="register every buffer's read data once more, one more cycle of "
+                        "read latency (default: on for ECP5 devices, off otherwise)")
 
 
 def config_from_args(args):
@@ -235,7 +238,9 @@ def config_from_args(args):
     fields = dict(rows=rows, cols=cols, acc_width=args.acc_width, rounding=args.rounding,
                   host_width=args.host_width, device=getattr(args, "device", None),
                   dsp_budget=args.dsp, bram_budget=args.bram,
-                  buffer_latency=args.buffer_latency)
+                  buffer_latency=args.buffer_latency,
+                  buffer_output_register={None: None, "on": True, "off": False}[
+                      args.buffer_output_register])
     depths = {f"{name}_depth": getattr(args, f"{name}_depth")
               for name in ("act", "wgt", "par", "out")}
     given = {key: v for key, v in depths.items() if v is not None}

@@ -75,20 +75,25 @@ def buffer_shapes(config):
     }
 
 
+def _buffer_options(config, name):
+    plan = config.resources
+    ram = plan.buffer_ram(name)
+    return dict(ram=ram, latency=plan.buffer_latency if ram == "block" else 1,
+                output_register=plan.output_register)
+
+
 def buffer(config, name, *, granularity=None):
     """The :class:`~hw.buffers.BankedBuffer` of buffer ``name`` as the resource plan builds
-    it (block RAM or SPRAM, read latency, register copies)."""
+    it (block RAM or SPRAM, read latency, output register, register copies)."""
     plan = config.resources
     return BankedBuffer(buffer_shapes(config)[name], getattr(config, f"{name}_depth"),
-                        granularity=granularity, ram=plan.buffer_ram(name),
-                        latency=buffer_latency(config, name), replica=plan.replica,
-                        group=plan.groups.get(name, 1))
+                        granularity=granularity, replica=plan.replica,
+                        group=plan.groups.get(name, 1), **_buffer_options(config, name))
 
 
 def buffer_latency(config, name):
-    """Read latency of buffer ``name`` (:func:`buffer`)."""
-    plan = config.resources
-    return plan.buffer_latency if plan.buffer_ram(name) == "block" else 1
+    """Read latency of buffer ``name`` (:func:`buffer`, :attr:`BankedBuffer.latency`)."""
+    return BankedBuffer.read_latency(**_buffer_options(config, name))
 
 
 def check_config(config):

@@ -66,6 +66,11 @@ class AcceleratorConfig:
         Read latency of the block-RAM buffers (``hw.buffers.BankedBuffer``); 2 registers
         every memory input lane by lane (``docs/fpga.md`` has what it measured). None:
         1.
+    buffer_output_register : bool or None
+        Register the read data of every buffer once more (one more cycle of read latency
+        on top of ``buffer_latency``), so a block RAM's clock-to-output delay ends beside
+        it. None: the device's default (on ECP5, whose DP16KD takes 5.8 ns from clock to
+        data, and nowhere else).
 
     A configuration whose buffers need more block RAM than the budget raises
     :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP
@@ -85,6 +90,7 @@ class AcceleratorConfig:
     dsp_budget: int | None = None
     bram_budget: int | None = None
     buffer_latency: int | None = None
+    buffer_output_register: bool | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -111,6 +117,9 @@ class AcceleratorConfig:
                 raise ValueError(f"{name} must be a non-negative integer, not {v!r}")
         if self.buffer_latency not in (None, 1, 2):
             raise ValueError(f"buffer_latency must be 1 or 2, not {self.buffer_latency!r}")
+        if self.buffer_output_register not in (None, False, True):
+            raise ValueError("buffer_output_register must be None, False or True, not "
+                             f"{self.buffer_output_register!r}")
         if self.bram_budget is not None and self.device is None:
             raise ValueError("bram_budget needs a device, whose block RAM geometry it counts")
         check(self)

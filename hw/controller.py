@@ -264,9 +264,17 @@ class Controller(wiring.Component):
         resp = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
 
+        # ``i.ready`` is a register: every state change sets it to whether the next state
+        # takes words (HEADER, ARGS, LOAD_DATA), so no decoder logic reaches the input slice.
+        accepting = Signal(init=1)
+        m.d.comb += self.i.ready.eq(accepting)
+
+        def goto(state):
+            m.next = state
+            m.d.sync += accepting.eq(state in ("HEADER", "ARGS", "LOAD_DATA"))
+
         with m.FSM():
             with m.State("HEADER"):
-                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     m.d.sync += [op.eq(word[24:]), flags.eq(word[:FLAG_BITS]), arg_index.eq(0),
                                  resp_index.eq(0)]
@@ -274,23 +282,22 @@ class Controller(wiring.Component):
                         with m.Case(Op.NOP):
                             pass
                         with m.Case(Op.ID):
-                            m.next = "ID"
+                            goto("ID")
                         with m.Case(Op.STATUS):
-                            m.next = "STATUS_SNAPSHOT"
+                            goto("STATUS_SNAPSHOT")
                         with m.Case(Op.CLEAR):
                             m.d.sync += [error.eq(0), error_count.eq(0)]
                             m.d.comb += engine.clear.eq(1)
                         with m.Case(Op.LOAD_ACT, Op.LOAD_WGT, Op.LOAD_PAR, Op.STORE):
                             m.d.sync += n_args.eq(2)
-                            m.next = "ARGS"
+                            goto("ARGS")
                         with m.Case(Op.COMPUTE):
                             m.d.sync += n_args.eq(ARGS[Op.COMPUTE])
-                            m.next = "ARGS"
+                            goto("ARGS")
                         with m.Default():
                             m.d.comb += [raise_error.eq(1), error_code.eq(Error.ILLEGAL_OPCODE)]
 
             with m.State("ARGS"):
-                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     for n, arg in enumerate(args):
                         with m.If(arg_index == n):
@@ -301,11 +308,11 @@ class Controller(wiring.Component):
                     with m.If(arg_index == n_args - 1):
                         with m.Switch(op):
                             with m.Case(Op.STORE):
-                                m.next = "STORE_CHECK"
+                                goto("STORE_CHECK")
                             with m.Case(Op.COMPUTE):
-                                m.next = "COMPUTE_CHECK"
+                                goto("COMPUTE_CHECK")
                             with m.Default():
-                                m.next = "LOAD_CHECK"
+                                goto("LOAD_CHECK")
 
             with m.State("LOAD_CHECK"):
                 # The sum, the compare and the verdict each take a cycle (LOAD_RANGE,
@@ -316,28 +323,28 @@ class Controller(wiring.Component):
                              range_over.eq(big[0] | count[depth_bits:].any()
                                            | (count[:depth_bits] == 0)),
                              lane_word.eq(0), channel.eq(0), field.eq(0)]
-                m.next = "LOAD_RANGE"
+                goto("LOAD_RANGE")
 
             with m.State("LOAD_RANGE"):
                 m.d.sync += drop.eq(range_over | (range_sum > load_depth(op)))
-                m.next = "LOAD_VERDICT"
+                goto("LOAD_VERDICT")
 
             with m.State("LOAD_VERDICT"):
                 with m.If(drop):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.LOAD_RANGE)]
                     # The host still sends the data words it announced: drop them.
-                    m.next = "HEADER"
+                    goto("HEADER")
                     with m.If(remaining != 0):
-                        m.next = "LOAD_DATA"
+                        goto("LOAD_DATA")
                 with m.Else():
-                    m.next = "LOAD_WAIT"
+                    goto("LOAD_WAIT")
 
             with m.State("LOAD_WAIT"):
                 with m.If(~(engine.busy & conflict_for(op))):
-                    m.next = "LOAD_DATA"
+                    goto("LOAD_DATA")
 
             with m.State("LOAD_DATA"):
-                m.d.comb += [self.i.ready.eq(1), writing.eq(load_word & ~drop)]
+                m.d.comb += writing.eq(load_word & ~drop)
                 with m.If(self.i.valid):
                     item_done = Signal()
                     with m.If(op == Op.LOAD_PAR):
@@ -360,7 +367,7 @@ class Controller(wiring.Component):
                         m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1),
                                      last_item.eq(remaining == 2)]
                         with m.If(last_item):
-                            m.next = "HEADER"
+                            goto("HEADER")
 
             with m.State("STORE_CHECK"):
                 addr, count = args[0], args[1]
@@ -369,23 +376,23 @@ class Controller(wiring.Component):
                              range_sum.eq(addr + count[:depth_bits]),
                              range_over.eq(big[0] | count[depth_bits:].any()
                                            | (count[:depth_bits] == 0))]
-                m.next = "STORE_RANGE"
+                goto("STORE_RANGE")
 
             with m.State("STORE_RANGE"):
                 m.d.sync += range_bad.eq(range_over | (range_sum > c.out_depth))
-                m.next = "STORE_VERDICT"
+                goto("STORE_VERDICT")
 
             with m.State("STORE_VERDICT"):
                 with m.If(range_bad):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.STORE_RANGE)]
-                    m.next = "HEADER"
+                    goto("HEADER")
                 with m.Else():
-                    m.next = "STORE_WAIT"
+                    goto("STORE_WAIT")
 
             with m.State("STORE_WAIT"):
                 with m.If(~(engine.busy & (run.out_bank == bank))):
                     m.d.sync += storing.eq(1)
-                    m.next = "STORE_DATA"
+                    goto("STORE_DATA")
 
             with m.State("STORE_DATA"):
                 last_word = lane_word == words_per_lanes(C) - 1
@@ -402,7 +409,7 @@ class Controller(wiring.Component):
                                      last_item.eq(remaining == 2)]
                         with m.If(last_item):
                             m.d.sync += storing.eq(0)
-                            m.next = "HEADER"
+                            goto("HEADER")
 
             with m.State("COMPUTE_CHECK"):
                 m.d.sync += [
@@ -418,7 +425,7 @@ class Controller(wiring.Component):
                     p_wgt.eq(0),
                     p_mn.eq(0),
                 ]
-                m.next = "COMPUTE_MUL"
+                goto("COMPUTE_MUL")
 
             with m.State("COMPUTE_MUL"):
                 # p_act = m * K, p_wgt = n * K, p_mn = m * n.
@@ -436,27 +443,27 @@ class Controller(wiring.Component):
                     # R is a constant: m * n * R is a sum of shifted copies, no multiplier.
                     m.d.sync += p_out.eq(sum(p_mn << i for i in range(R.bit_length())
                                              if R >> i & 1))
-                    m.next = "COMPUTE_RANGE"
+                    goto("COMPUTE_RANGE")
 
             with m.State("COMPUTE_RANGE"):
                 # The sums, then the compares (COMPUTE_COMPARE).
                 m.d.sync += [s_act.eq(act_a + p_act), s_wgt.eq(wgt_a + p_wgt),
                              s_par.eq(par_a + n_arg), s_out.eq(out_a + p_out)]
-                m.next = "COMPUTE_COMPARE"
+                goto("COMPUTE_COMPARE")
 
             with m.State("COMPUTE_COMPARE"):
                 m.d.sync += range_bad.eq(
                     too_big | zero
                     | (s_act > c.act_depth) | (s_wgt > c.wgt_depth)
                     | (s_par > c.par_depth) | (s_out > c.out_depth))
-                m.next = "COMPUTE_VERDICT"
+                goto("COMPUTE_VERDICT")
 
             with m.State("COMPUTE_VERDICT"):
                 with m.If(range_bad):
                     m.d.comb += [raise_error.eq(1), error_code.eq(Error.COMPUTE_RANGE)]
-                    m.next = "HEADER"
+                    goto("HEADER")
                 with m.Else():
-                    m.next = "COMPUTE_ISSUE"
+                    goto("COMPUTE_ISSUE")
 
             with m.State("COMPUTE_ISSUE"):
                 cmd = engine.cmd.payload
@@ -478,7 +485,7 @@ class Controller(wiring.Component):
                 ]
                 # A running COMPUTE holds ``ready`` low: the interlock.
                 with m.If(engine.cmd.ready):
-                    m.next = "HEADER"
+                    goto("HEADER")
 
             with m.State("ID"):
                 m.d.comb += [
@@ -492,11 +499,11 @@ class Controller(wiring.Component):
                 with m.If(resp.ready):
                     m.d.sync += resp_index.eq(resp_index + 1)
                     with m.If(resp_index == len(id_words) - 1):
-                        m.next = "HEADER"
+                        goto("HEADER")
 
             with m.State("STATUS_SNAPSHOT"):
                 m.d.sync += [s.eq(v) for s, v in zip(status, live_status, strict=True)]
-                m.next = "STATUS"
+                goto("STATUS")
 
             with m.State("STATUS"):
                 m.d.comb += [
@@ -509,5 +516,5 @@ class Controller(wiring.Component):
                     m.d.sync += [resp_index.eq(resp_index + 1),
                                  *(a.eq(b) for a, b in zip(status[:-1], status[1:], strict=True))]
                     with m.If(resp_index == len(status) - 1):
-                        m.next = "HEADER"
+                        goto("HEADER")
         return m

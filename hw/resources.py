@@ -146,6 +146,9 @@ class Plan:
     buffer_latency : {1, 2}
         Read latency of the block-RAM buffers (2: a memory per lane with its own input
         registers, ``hw.buffers.BankedBuffer``).
+    output_register : bool
+        Whether every buffer's read data is registered once more
+        (``BankedBuffer(output_register=...)``).
     replica : {None, "ecp5"}
         How the buffers' per-lane register copies are built (``BankedBuffer(replica=...)``).
     groups : dict
@@ -166,6 +169,7 @@ class Plan:
     spram: dict | None = None
     requant_pipeline: str = "deep"
     buffer_latency: int = 1
+    output_register: bool = False
     replica: str | None = None
     groups: dict | None = None
 
@@ -214,6 +218,7 @@ class Plan:
             },
             "requant_pipeline": self.requant_pipeline,
             "buffer_latency": self.buffer_latency,
+            "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
         }
 
@@ -258,6 +263,9 @@ def plan(config):
     # Latency 2 is not the default: on the 8x8 for the ECP5-85F it placed at 61 MHz against
     # 73 MHz with latency 1, and its routing congested (docs/fpga.md).
     latency = getattr(c, "buffer_latency", None) or 1
+    output_register = getattr(c, "buffer_output_register", None)
+    if output_register is None:
+        output_register = family == "ecp5"
     if family is not None:
         geometry = buffer_geometry(c)
         spram = _spram_buffers(device, geometry)
@@ -283,7 +291,7 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
-        buffer_latency=latency, replica="ecp5" if family == "ecp5" and latency == 2 else None,
+        buffer_latency=latency, output_register=output_register, replica="ecp5" if family == "ecp5" and latency == 2 else None,
         groups=groups)
 
 

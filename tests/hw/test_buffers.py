@@ -1,5 +1,6 @@
 """BankedBuffer against a Python model: random writes (with lane enables) and reads with
-random read enables, for read latency 1 and 2 and lane groups."""
+random read enables, for read latency 1 and 2, lane groups and the output register; the
+read data is checked after every edge (it holds while the read enable is low)."""
 
 import numpy as np
 import pytest
@@ -10,14 +11,17 @@ from amaranth.sim import Simulator
 from hw.buffers import BankedBuffer
 
 
-@pytest.mark.parametrize("latency,group,granularity,depth", [
-    (1, 1, 1, 8), (2, 1, 1, 8), (2, 3, 1, 6), (2, 2, None, 5), (2, 5, None, 4),
+@pytest.mark.parametrize("latency,group,granularity,depth,outreg", [
+    (1, 1, 1, 8, False), (2, 1, 1, 8, False), (2, 3, 1, 6, False), (2, 2, None, 5, False),
+    (2, 5, None, 4, False), (1, 1, 1, 8, True), (1, 1, None, 3, True), (2, 2, 1, 6, True),
 ])
-def test_random_traffic_matches_a_model(latency, group, granularity, depth):
+def test_random_traffic_matches_a_model(latency, group, granularity, depth, outreg):
     lanes = 5
     shape = data.ArrayLayout(signed(8), lanes)
-    dut = BankedBuffer(shape, depth, granularity=granularity, latency=latency, group=group)
-    rng = np.random.default_rng([latency, group, depth])
+    dut = BankedBuffer(shape, depth, granularity=granularity, latency=latency, group=group,
+                       output_register=outreg)
+    assert dut.latency == latency + outreg
+    rng = np.random.default_rng([latency, group, depth, outreg])
     cycles = 400
     mem = {}                                     # (bank, addr) -> list of lane values
     landing = []                                 # writes land `latency - 1` edges late
@@ -26,7 +30,9 @@ def test_random_traffic_matches_a_model(latency, group, granularity, depth):
 
     async def bench(ctx):
         held = None                              # latency 2: the address read at the next
-        for _ in range(cycles):                  # enabled edge
+        sampled = None                           # enabled edge; output register: the word
+        visible = None                           # read at the last one
+        for _ in range(cycles):
             w_en = [int(v) for v in rng.integers(0, 2, lanes)] if granularity else \
                 [int(rng.integers(0, 2))] * lanes
             w = (int(rng.integers(0, 2)), int(rng.integers(0, depth)),
@@ -43,12 +49,15 @@ def test_random_traffic_matches_a_model(latency, group, granularity, depth):
             ctx.set(dut.r.en, r_en)
             await ctx.tick()
             # At this edge an enabled read samples the memory before the edge's write.
-            expected = None
             if r_en:
                 address = r if latency == 1 else held
-                if address is not None:
-                    expected = list(mem.get(address, [None] * lanes))
+                word = None if address is None else list(mem.get(address, [None] * lanes))
+                if outreg:
+                    visible, sampled = sampled, word
+                else:
+                    visible = word
                 held = r
+            expected = visible
             landing.append(w)
             if len(landing) > latency - 1:
                 bank, addr, values, en = landing.pop(0)
@@ -66,4 +75,4 @@ def test_random_traffic_matches_a_model(latency, group, granularity, depth):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert checked[0] > cycles and not mismatches, mismatches[:3]
+    assert checked[0] > 2 * cycles and not mismatches, mismatches[:3]

@@ -170,6 +170,11 @@ def test_status_after_reset_and_nops():
     # Buffers with registered inputs (read latency 2), depths not powers of two.
     AcceleratorConfig(rows=3, cols=5, act_depth=12, wgt_depth=10, par_depth=3, out_depth=24,
                       buffer_latency=2),
+    # Registered read data (ECP5's default), alone and after registered inputs.
+    AcceleratorConfig(rows=4, cols=3, act_depth=10, wgt_depth=8, par_depth=3, out_depth=20,
+                      buffer_output_register=True),
+    AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=2, out_depth=12,
+                      buffer_latency=2, buffer_output_register=True),
 ])
 def test_compute_matches_golden(config):
     rng = np.random.default_rng(1)
@@ -193,11 +198,12 @@ def test_unused_high_bytes_are_zero():
     assert all(word >> 24 == 0 for word in out)
 
 
-@pytest.mark.parametrize("latency", [1, 2])
-def test_interlock_and_double_buffering(latency):
+@pytest.mark.parametrize("latency,outreg", [(1, False), (2, False), (1, True)])
+def test_interlock_and_double_buffering(latency, outreg):
     """A LOAD into the bank the running COMPUTE reads waits; one into the other bank doesn't
     corrupt anything; a STORE from the bank COMPUTE writes waits for its results."""
-    c = AcceleratorConfig(**{**TINY.to_dict(), "buffer_latency": latency})
+    c = AcceleratorConfig(**{**TINY.to_dict(), "buffer_latency": latency,
+                             "buffer_output_register": outreg})
     rng = np.random.default_rng(4)
     k = 4
     x0, w, bias, m0, shift = gemm_case(c, rng, 1, 2, k)

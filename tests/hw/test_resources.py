@@ -160,4 +160,5 @@ def test_spram_buffers_compute_the_same(monkeypatch):
 
     test_controller.test_compute_matches_golden(SPRAM)
     monkeypatch.setattr(test_controller, "TINY", SPRAM)
-    test_controller.test_interlock_and_double_buffering(1)
+    test_controller.test_interlock_and_double_buffering(1, False)
+    test_controller.test_interlock_and_double_buffering(1, True)

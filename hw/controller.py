@@ -264,14 +264,36 @@ class Controller(wiring.Component):
         resp = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
 
-        # ``i.ready`` is a register: every state change sets it to whether the next state
-        # takes words (HEADER, ARGS, LOAD_DATA), so no decoder logic reaches the input slice.
+        # ``i.ready`` and the compute engine's ``cmd.valid`` are registers: every state
+        # change sets them to whether the next state takes words (HEADER, ARGS, LOAD_DATA)
+        # or offers a COMPUTE (COMPUTE_ISSUE), so no decoding of the state reaches the input
+        # slice or the many registers the engine loads when it takes a command.
         accepting = Signal(init=1)
-        m.d.comb += self.i.ready.eq(accepting)
+        issuing = Signal()
+        m.d.comb += [self.i.ready.eq(accepting), engine.cmd.valid.eq(issuing)]
 
         def goto(state):
             m.next = state
-            m.d.sync += accepting.eq(state in ("HEADER", "ARGS", "LOAD_DATA"))
+            m.d.sync += [accepting.eq(state in ("HEADER", "ARGS", "LOAD_DATA")),
+                         issuing.eq(state == "COMPUTE_ISSUE")]
+
+        # The command offered in COMPUTE_ISSUE, straight from the argument registers.
+        cmd = engine.cmd.payload
+        m.d.comb += [
+            cmd.k.eq(k_arg),
+            cmd.m_tiles.eq(m_arg),
+            cmd.n_tiles.eq(n_arg),
+            cmd.act_addr.eq(act_a),
+            cmd.wgt_addr.eq(wgt_a),
+            cmd.par_addr.eq(par_a),
+            cmd.out_addr.eq(out_a),
+            cmd.act_bank.eq(flags[0]),
+            cmd.wgt_bank.eq(flags[1]),
+            cmd.par_bank.eq(flags[2]),
+            cmd.out_bank.eq(flags[3]),
+            cmd.partial.eq(flags[4]),
+            cmd.layer.as_value().eq(layer_arg[:24]),
+        ]
 
         with m.FSM():
             with m.State("HEADER"):
@@ -466,23 +488,6 @@ class Controller(wiring.Component):
                     goto("COMPUTE_ISSUE")
 
             with m.State("COMPUTE_ISSUE"):
-                cmd = engine.cmd.payload
-                m.d.comb += [
-                    engine.cmd.valid.eq(1),
-                    cmd.k.eq(k_arg),
-                    cmd.m_tiles.eq(m_arg),
-                    cmd.n_tiles.eq(n_arg),
-                    cmd.act_addr.eq(act_a),
-                    cmd.wgt_addr.eq(wgt_a),
-                    cmd.par_addr.eq(par_a),
-                    cmd.out_addr.eq(out_a),
-                    cmd.act_bank.eq(flags[0]),
-                    cmd.wgt_bank.eq(flags[1]),
-                    cmd.par_bank.eq(flags[2]),
-                    cmd.out_bank.eq(flags[3]),
-                    cmd.partial.eq(flags[4]),
-                    cmd.layer.as_value().eq(layer_arg[:24]),
-                ]
                 # A running COMPUTE holds ``ready`` low: the interlock.
                 with m.If(engine.cmd.ready):
                     goto("HEADER")

@@ -133,7 +133,8 @@ class ComputeEngine(wiring.Component):
         Busy cycles of all COMPUTEs and their number since reset or ``clear`` (modulo
         2^32), as STATUS reports them.
     clear : :py:`In(1)`
-        Zeroes ``total`` and ``count`` (a COMPUTE running on goes on counting).
+        Zeroes ``total`` and ``count`` (a COMPUTE running on goes on counting). The
+        counters show it from the second cycle on (STATUS takes its snapshot later).
     act, wgt, par : :py:`In(ReadPort.Signature(...))`
         Read ports of the activation, weight and parameter buffers (bank in ``running``).
     out : :py:`In(WritePort.Signature(...))`
@@ -198,8 +199,13 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [run.eq(self.cmd.payload), self.busy.eq(1), self.cycles.eq(1)]
         with m.Elif(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
-        with m.If(self.clear):
-            m.d.sync += [self.total.eq(0), self.count.eq(0)]
+        # ``clear`` is registered before it reaches the counters (the decoder's state logic
+        # stays off the paths into them) and then sets them to this cycle's counts, which
+        # is what zeroing them a cycle earlier would have left: no STATUS can look between.
+        cleared = Signal()
+        m.d.sync += cleared.eq(self.clear)
+        with m.If(cleared):
+            m.d.sync += [self.total.eq(accept | self.busy), self.count.eq(accept)]
         with m.Else():
             with m.If(accept | self.busy):
                 m.d.sync += self.total.eq(self.total + 1)

@@ -5,8 +5,10 @@ engine (:class:`hw.compute.ComputeEngine`) runs a COMPUTE in the background whil
 decoder goes on with the commands that do not touch the banks it uses.
 """
 
+from contextlib import contextmanager
+
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .compute import (
@@ -31,6 +33,12 @@ from .requant import CHANNEL_PARAMS
 from .skid import SkidBuffer
 
 __all__ = ["Controller"]
+
+#: The decoder's states (``docs/isa.md``); the first is the state after reset.
+STATES = ("HEADER", "ARGS", "LOAD_CHECK", "LOAD_RANGE", "LOAD_VERDICT", "LOAD_WAIT", "LOAD_DATA",
+          "STORE_CHECK", "STORE_RANGE", "STORE_VERDICT", "STORE_WAIT", "STORE_DATA",
+          "COMPUTE_CHECK", "COMPUTE_MUL", "COMPUTE_RANGE", "COMPUTE_COMPARE", "COMPUTE_VERDICT",
+          "COMPUTE_ISSUE", "STATUS_SNAPSHOT", "RESPOND")
 
 
 class Controller(wiring.Component):
@@ -103,8 +111,25 @@ class Controller(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(engine, name))
 
         # Decoder registers.
-        word = self.i.payload
-        op = Signal(8)
+        # Command words reach the decoder through a register slice, with their opcode
+        # decoded in front of it into a flag per opcode: the decoder's logic starts from
+        # registers and tests a flag, not an 8-bit compare.
+        slot = data.StructLayout({"word": 32, "is_op": len(Op)})
+        m.submodules.in_slice = in_slice = SkidBuffer(slot)
+        m.d.comb += [
+            in_slice.i.valid.eq(self.i.valid),
+            self.i.ready.eq(in_slice.i.ready),
+            in_slice.i.payload.word.eq(self.i.payload),
+            in_slice.i.payload.is_op.eq(Cat(self.i.payload[24:] == o for o in Op)),
+        ]
+        command = in_slice.o
+        word = command.payload.word
+        # The opcode of the command being decoded, one flag per opcode.
+        op = Signal(len(Op))
+
+        def is_op(o, flags=op):
+            return flags[list(Op).index(o)]
+
         flags = Signal(FLAG_BITS)
         bank = flags[0]
         # COMPUTE and STORE arguments only matter below the bits of the largest depth (a set
@@ -118,7 +143,10 @@ class Controller(wiring.Component):
         big = Signal(len(widths) - 1)
         arg_index = Signal(range(len(args)))
         n_args = Signal(range(len(args) + 1))
-        resp_index = Signal(range(10))
+        # ID and STATUS responses: shifted out of ``shift``, ``resp_left`` more words after
+        # the first, ``resp_last`` registered (resp_left == 0).
+        resp_left = Signal(range(max(len(self.id_words()), len(STATUS_WORDS))))
+        resp_last = Signal()
 
         # Errors and status. An error is registered before it is counted, so the verdict
         # logic of a state does not reach the 32-bit counter in the same cycle; STATUS takes
@@ -134,9 +162,11 @@ class Controller(wiring.Component):
             m.d.sync += error_count.eq(error_count + 1)
             with m.If(error == 0):
                 m.d.sync += error.eq(raised_code)
-        status = [Signal(32, name=f"status{n}") for n in range(len(STATUS_WORDS))]
+        shift = [Signal(32, name=f"shift{n}")
+                 for n in range(max(len(self.id_words()), len(STATUS_WORDS)))]
         live_status = [Cat(engine.busy, error != 0), error, engine.cycles, error_count,
                        engine.total, engine.count]
+        assert len(live_status) == len(STATUS_WORDS)
 
         # Load engine state.
         remaining = Signal(32)
@@ -177,22 +207,22 @@ class Controller(wiring.Component):
         s_out = Signal(2 * depth_bits + R.bit_length() + 1)
         range_bad = Signal()
 
-        def conflict_for(o):
-            return Mux(o == Op.LOAD_ACT, run.act_bank,
-                       Mux(o == Op.LOAD_WGT, run.wgt_bank, run.par_bank)) == bank
+        def conflict_for():
+            return Mux(is_op(Op.LOAD_ACT), run.act_bank,
+                       Mux(is_op(Op.LOAD_WGT), run.wgt_bank, run.par_bank)) == bank
 
-        def words_per_item(o):
-            return Mux(o == Op.LOAD_ACT, words_per_lanes(R),
-                       Mux(o == Op.LOAD_WGT, words_per_lanes(C), PAR_WORDS_PER_CHANNEL * C))
+        def words_per_item():
+            return Mux(is_op(Op.LOAD_ACT), words_per_lanes(R),
+                       Mux(is_op(Op.LOAD_WGT), words_per_lanes(C), PAR_WORDS_PER_CHANNEL * C))
 
-        def load_depth(o):
-            return Mux(o == Op.LOAD_ACT, c.act_depth,
-                       Mux(o == Op.LOAD_WGT, c.wgt_depth, c.par_depth))
+        def load_depth():
+            return Mux(is_op(Op.LOAD_ACT), c.act_depth,
+                       Mux(is_op(Op.LOAD_WGT), c.wgt_depth, c.par_depth))
 
         # Load data paths: every lane (channel) sees the same bytes, write enables pick.
         # The write ports are registers (the write lands a cycle after its word): no path
         # from the host stream reaches the block RAMs.
-        load_word = self.i.valid & self.i.ready
+        load_word = command.valid & command.ready
         writing = Signal()
         for buf, lanes, o in ((act_buf, R, Op.LOAD_ACT), (wgt_buf, C, Op.LOAD_WGT)):
             m.d.sync += [
@@ -200,7 +230,7 @@ class Controller(wiring.Component):
                 buf.w.addr.eq(load_addr),
                 buf.w.data.as_value().eq(Cat(*(word.word_select(j % 4, 8)
                                                for j in range(lanes)))),
-                buf.w.en.eq(Mux(writing & (op == o),
+                buf.w.en.eq(Mux(writing & is_op(o),
                                 Cat(*(lane_word == j // 4 for j in range(lanes))), 0)),
             ]
         record = Signal(CHANNEL_PARAMS)
@@ -213,7 +243,7 @@ class Controller(wiring.Component):
             par_buf.w_bank.eq(bank),
             par_buf.w.addr.eq(load_addr),
             par_buf.w.data.as_value().eq(Cat(*(record.as_value() for _ in range(C)))),
-            par_buf.w.en.eq(Mux(writing & (op == Op.LOAD_PAR) & (field == 2),
+            par_buf.w.en.eq(Mux(writing & is_op(Op.LOAD_PAR) & (field == 2),
                                 Cat(*(channel == j for j in range(C))), 0)),
         ]
 
@@ -264,18 +294,29 @@ class Controller(wiring.Component):
         resp = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
 
-        # ``i.ready`` and the compute engine's ``cmd.valid`` are registers: every state
-        # change sets them to whether the next state takes words (HEADER, ARGS, LOAD_DATA)
-        # or offers a COMPUTE (COMPUTE_ISSUE), so no decoding of the state reaches the input
-        # slice or the many registers the engine loads when it takes a command.
-        accepting = Signal(init=1)
-        issuing = Signal()
-        m.d.comb += [self.i.ready.eq(accepting), engine.cmd.valid.eq(issuing)]
+        # The decoder's state machine is one-hot, a register per state: a state's logic
+        # starts from its own flag, never from a decoded state number, and a transition
+        # changes only the flags of the two states (a state takes at most one transition a
+        # cycle). ``i.ready`` and the compute engine's ``cmd.valid`` come from the flags, so
+        # no state logic reaches the input slice or the many registers the engine loads
+        # when it takes a command.
+        state = {name: Signal(name=f"in_{name}", init=name == STATES[0]) for name in STATES}
+        current = []
 
-        def goto(state):
-            m.next = state
-            m.d.sync += [accepting.eq(state in ("HEADER", "ARGS", "LOAD_DATA")),
-                         issuing.eq(state == "COMPUTE_ISSUE")]
+        @contextmanager
+        def in_state(name):
+            current.append(name)
+            with m.If(state[name]):
+                yield
+            current.pop()
+
+        def goto(next_state):
+            m.d.sync += [state[current[-1]].eq(0), state[next_state].eq(1)]
+
+        m.d.comb += [
+            command.ready.eq(state["HEADER"] | state["ARGS"] | state["LOAD_DATA"]),
+            engine.cmd.valid.eq(state["COMPUTE_ISSUE"]),
+        ]
 
         # The command offered in COMPUTE_ISSUE, straight from the argument registers.
         cmd = engine.cmd.payload
@@ -295,231 +336,224 @@ class Controller(wiring.Component):
             cmd.layer.as_value().eq(layer_arg[:24]),
         ]
 
-        with m.FSM():
-            with m.State("HEADER"):
-                with m.If(self.i.valid):
-                    m.d.sync += [op.eq(word[24:]), flags.eq(word[:FLAG_BITS]), arg_index.eq(0),
-                                 resp_index.eq(0)]
-                    with m.Switch(word[24:]):
-                        with m.Case(Op.NOP):
-                            pass
-                        with m.Case(Op.ID):
-                            goto("ID")
-                        with m.Case(Op.STATUS):
-                            goto("STATUS_SNAPSHOT")
-                        with m.Case(Op.CLEAR):
-                            m.d.sync += [error.eq(0), error_count.eq(0)]
-                            m.d.comb += engine.clear.eq(1)
-                        with m.Case(Op.LOAD_ACT, Op.LOAD_WGT, Op.LOAD_PAR, Op.STORE):
-                            m.d.sync += n_args.eq(2)
-                            goto("ARGS")
-                        with m.Case(Op.COMPUTE):
-                            m.d.sync += n_args.eq(ARGS[Op.COMPUTE])
-                            goto("ARGS")
-                        with m.Default():
-                            m.d.comb += [raise_error.eq(1), error_code.eq(Error.ILLEGAL_OPCODE)]
+        with in_state("HEADER"):
+            with m.If(command.valid):
+                decoded = command.payload.is_op
+                m.d.sync += [op.eq(decoded), flags.eq(word[:FLAG_BITS]), arg_index.eq(0)]
+                # The flags are exclusive (none set: an illegal opcode).
+                with m.If(is_op(Op.ID, decoded)):
+                    m.d.sync += [
+                        *(s.eq(v) for s, v in zip(shift, id_words, strict=False)),
+                        resp_left.eq(len(id_words) - 1),
+                        resp_last.eq(len(id_words) == 1),
+                    ]
+                    goto("RESPOND")
+                with m.If(is_op(Op.STATUS, decoded)):
+                    goto("STATUS_SNAPSHOT")
+                with m.If(is_op(Op.CLEAR, decoded)):
+                    m.d.sync += [error.eq(0), error_count.eq(0)]
+                    m.d.comb += engine.clear.eq(1)
+                with m.If(is_op(Op.LOAD_ACT, decoded) | is_op(Op.LOAD_WGT, decoded)
+                          | is_op(Op.LOAD_PAR, decoded) | is_op(Op.STORE, decoded)):
+                    m.d.sync += n_args.eq(2)
+                    goto("ARGS")
+                with m.If(is_op(Op.COMPUTE, decoded)):
+                    m.d.sync += n_args.eq(ARGS[Op.COMPUTE])
+                    goto("ARGS")
+                with m.If(~decoded.any()):
+                    m.d.comb += [raise_error.eq(1), error_code.eq(Error.ILLEGAL_OPCODE)]
 
-            with m.State("ARGS"):
-                with m.If(self.i.valid):
-                    for n, arg in enumerate(args):
-                        with m.If(arg_index == n):
-                            m.d.sync += arg.eq(word[:len(arg)])
-                            if n < len(big):
-                                m.d.sync += big[n].eq(word[len(arg):].any())
-                    m.d.sync += arg_index.eq(arg_index + 1)
-                    with m.If(arg_index == n_args - 1):
-                        with m.Switch(op):
-                            with m.Case(Op.STORE):
-                                goto("STORE_CHECK")
-                            with m.Case(Op.COMPUTE):
-                                goto("COMPUTE_CHECK")
-                            with m.Default():
-                                goto("LOAD_CHECK")
-
-            with m.State("LOAD_CHECK"):
-                # The sum, the compare and the verdict each take a cycle (LOAD_RANGE,
-                # LOAD_VERDICT).
-                addr, count = args[0], args[1]
-                m.d.sync += [load_addr.eq(addr), remaining.eq(count), last_item.eq(count == 1),
-                             range_sum.eq(addr + count[:depth_bits]),
-                             range_over.eq(big[0] | count[depth_bits:].any()
-                                           | (count[:depth_bits] == 0)),
-                             lane_word.eq(0), channel.eq(0), field.eq(0)]
-                goto("LOAD_RANGE")
-
-            with m.State("LOAD_RANGE"):
-                m.d.sync += drop.eq(range_over | (range_sum > load_depth(op)))
-                goto("LOAD_VERDICT")
-
-            with m.State("LOAD_VERDICT"):
-                with m.If(drop):
-                    m.d.comb += [raise_error.eq(1), error_code.eq(Error.LOAD_RANGE)]
-                    # The host still sends the data words it announced: drop them.
-                    goto("HEADER")
-                    with m.If(remaining != 0):
-                        goto("LOAD_DATA")
-                with m.Else():
-                    goto("LOAD_WAIT")
-
-            with m.State("LOAD_WAIT"):
-                with m.If(~(engine.busy & conflict_for(op))):
-                    goto("LOAD_DATA")
-
-            with m.State("LOAD_DATA"):
-                m.d.comb += writing.eq(load_word & ~drop)
-                with m.If(self.i.valid):
-                    item_done = Signal()
-                    with m.If(op == Op.LOAD_PAR):
-                        with m.Switch(field):
-                            with m.Case(0):
-                                m.d.sync += [bias.eq(word), field.eq(1)]
-                            with m.Case(1):
-                                m.d.sync += [m0.eq(word), field.eq(2)]
-                            with m.Default():
-                                m.d.sync += [field.eq(0), channel.eq(channel + 1)]
-                                with m.If(channel == C - 1):
-                                    m.d.sync += channel.eq(0)
-                                    m.d.comb += item_done.eq(1)
+        with in_state("ARGS"):
+            with m.If(command.valid):
+                for n, arg in enumerate(args):
+                    with m.If(arg_index == n):
+                        m.d.sync += arg.eq(word[:len(arg)])
+                        if n < len(big):
+                            m.d.sync += big[n].eq(word[len(arg):].any())
+                m.d.sync += arg_index.eq(arg_index + 1)
+                with m.If(arg_index == n_args - 1):
+                    with m.If(is_op(Op.STORE)):
+                        goto("STORE_CHECK")
+                    with m.Elif(is_op(Op.COMPUTE)):
+                        goto("COMPUTE_CHECK")
                     with m.Else():
-                        m.d.sync += lane_word.eq(lane_word + 1)
-                        with m.If(lane_word == words_per_item(op) - 1):
-                            m.d.sync += lane_word.eq(0)
-                            m.d.comb += item_done.eq(1)
-                    with m.If(item_done):
-                        m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1),
-                                     last_item.eq(remaining == 2)]
-                        with m.If(last_item):
-                            goto("HEADER")
+                        goto("LOAD_CHECK")
 
-            with m.State("STORE_CHECK"):
-                addr, count = args[0], args[1]
-                m.d.sync += [store_addr.eq(addr), remaining.eq(count), to_read.eq(count),
-                             last_item.eq(count == 1), lane_word.eq(0), head.eq(0), tail.eq(0),
-                             range_sum.eq(addr + count[:depth_bits]),
-                             range_over.eq(big[0] | count[depth_bits:].any()
-                                           | (count[:depth_bits] == 0))]
-                goto("STORE_RANGE")
+        with in_state("LOAD_CHECK"):
+            # The sum, the compare and the verdict each take a cycle (LOAD_RANGE,
+            # LOAD_VERDICT).
+            addr, count = args[0], args[1]
+            m.d.sync += [load_addr.eq(addr), remaining.eq(count), last_item.eq(count == 1),
+                         range_sum.eq(addr + count[:depth_bits]),
+                         range_over.eq(big[0] | count[depth_bits:].any()
+                                       | (count[:depth_bits] == 0)),
+                         lane_word.eq(0), channel.eq(0), field.eq(0)]
+            goto("LOAD_RANGE")
 
-            with m.State("STORE_RANGE"):
-                m.d.sync += range_bad.eq(range_over | (range_sum > c.out_depth))
-                goto("STORE_VERDICT")
+        with in_state("LOAD_RANGE"):
+            m.d.sync += drop.eq(range_over | (range_sum > load_depth()))
+            goto("LOAD_VERDICT")
 
-            with m.State("STORE_VERDICT"):
-                with m.If(range_bad):
-                    m.d.comb += [raise_error.eq(1), error_code.eq(Error.STORE_RANGE)]
-                    goto("HEADER")
+        with in_state("LOAD_VERDICT"):
+            with m.If(drop):
+                m.d.comb += [raise_error.eq(1), error_code.eq(Error.LOAD_RANGE)]
+                # The host still sends the data words it announced: drop them.
+                with m.If(remaining != 0):
+                    goto("LOAD_DATA")
                 with m.Else():
-                    goto("STORE_WAIT")
+                    goto("HEADER")
+            with m.Else():
+                goto("LOAD_WAIT")
 
-            with m.State("STORE_WAIT"):
-                with m.If(~(engine.busy & (run.out_bank == bank))):
-                    m.d.sync += storing.eq(1)
-                    goto("STORE_DATA")
+        with in_state("LOAD_WAIT"):
+            with m.If(~(engine.busy & conflict_for())):
+                goto("LOAD_DATA")
 
-            with m.State("STORE_DATA"):
-                last_word = lane_word == words_per_lanes(C) - 1
-                m.d.comb += [
-                    resp.valid.eq(queued != 0),
-                    resp.payload.data.eq(out_words.word_select(lane_word, 32)),
-                    resp.payload.last.eq(last_word & last_item),
-                ]
-                with m.If(resp.valid & resp.ready):
+        with in_state("LOAD_DATA"):
+            m.d.comb += writing.eq(load_word & ~drop)
+            with m.If(command.valid):
+                item_done = Signal()
+                with m.If(is_op(Op.LOAD_PAR)):
+                    with m.Switch(field):
+                        with m.Case(0):
+                            m.d.sync += [bias.eq(word), field.eq(1)]
+                        with m.Case(1):
+                            m.d.sync += [m0.eq(word), field.eq(2)]
+                        with m.Default():
+                            m.d.sync += [field.eq(0), channel.eq(channel + 1)]
+                            with m.If(channel == C - 1):
+                                m.d.sync += channel.eq(0)
+                                m.d.comb += item_done.eq(1)
+                with m.Else():
                     m.d.sync += lane_word.eq(lane_word + 1)
-                    with m.If(last_word):
-                        m.d.comb += row_sent.eq(1)
-                        m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1),
-                                     last_item.eq(remaining == 2)]
-                        with m.If(last_item):
-                            m.d.sync += storing.eq(0)
-                            goto("HEADER")
-
-            with m.State("COMPUTE_CHECK"):
-                m.d.sync += [
-                    too_big.eq(big.any()),
-                    # A partial COMPUTE continues one tile: m_tiles = n_tiles = 1.
-                    zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)
-                            | (flags[4] & ((m_arg != 1) | (n_arg != 1)))),
-                    mul_m.eq(m_arg[:depth_bits]),
-                    mul_n.eq(n_arg),
-                    sh_k.eq(k_arg),
-                    sh_n.eq(n_arg),
-                    p_act.eq(0),
-                    p_wgt.eq(0),
-                    p_mn.eq(0),
-                ]
-                goto("COMPUTE_MUL")
-
-            with m.State("COMPUTE_MUL"):
-                # p_act = m * K, p_wgt = n * K, p_mn = m * n.
-                m.d.sync += [
-                    mul_m.eq(mul_m >> 1),
-                    mul_n.eq(mul_n >> 1),
-                    sh_k.eq(sh_k << 1),
-                    sh_n.eq(sh_n << 1),
-                ]
-                with m.If(mul_m[0]):
-                    m.d.sync += [p_act.eq(p_act + sh_k), p_mn.eq(p_mn + sh_n)]
-                with m.If(mul_n[0]):
-                    m.d.sync += p_wgt.eq(p_wgt + sh_k)
-                with m.If((mul_m == 0) & (mul_n == 0)):
-                    # R is a constant: m * n * R is a sum of shifted copies, no multiplier.
-                    m.d.sync += p_out.eq(sum(p_mn << i for i in range(R.bit_length())
-                                             if R >> i & 1))
-                    goto("COMPUTE_RANGE")
-
-            with m.State("COMPUTE_RANGE"):
-                # The sums, then the compares (COMPUTE_COMPARE).
-                m.d.sync += [s_act.eq(act_a + p_act), s_wgt.eq(wgt_a + p_wgt),
-                             s_par.eq(par_a + n_arg), s_out.eq(out_a + p_out)]
-                goto("COMPUTE_COMPARE")
-
-            with m.State("COMPUTE_COMPARE"):
-                m.d.sync += range_bad.eq(
-                    too_big | zero
-                    | (s_act > c.act_depth) | (s_wgt > c.wgt_depth)
-                    | (s_par > c.par_depth) | (s_out > c.out_depth))
-                goto("COMPUTE_VERDICT")
-
-            with m.State("COMPUTE_VERDICT"):
-                with m.If(range_bad):
-                    m.d.comb += [raise_error.eq(1), error_code.eq(Error.COMPUTE_RANGE)]
-                    goto("HEADER")
-                with m.Else():
-                    goto("COMPUTE_ISSUE")
-
-            with m.State("COMPUTE_ISSUE"):
-                # A running COMPUTE holds ``ready`` low: the interlock.
-                with m.If(engine.cmd.ready):
-                    goto("HEADER")
-
-            with m.State("ID"):
-                m.d.comb += [
-                    resp.valid.eq(1),
-                    resp.payload.last.eq(resp_index == len(id_words) - 1),
-                ]
-                with m.Switch(resp_index):
-                    for n, value in enumerate(id_words):
-                        with m.Case(n):
-                            m.d.comb += resp.payload.data.eq(value)
-                with m.If(resp.ready):
-                    m.d.sync += resp_index.eq(resp_index + 1)
-                    with m.If(resp_index == len(id_words) - 1):
+                    with m.If(lane_word == words_per_item() - 1):
+                        m.d.sync += lane_word.eq(0)
+                        m.d.comb += item_done.eq(1)
+                with m.If(item_done):
+                    m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1),
+                                 last_item.eq(remaining == 2)]
+                    with m.If(last_item):
                         goto("HEADER")
 
-            with m.State("STATUS_SNAPSHOT"):
-                m.d.sync += [s.eq(v) for s, v in zip(status, live_status, strict=True)]
-                goto("STATUS")
+        with in_state("STORE_CHECK"):
+            addr, count = args[0], args[1]
+            m.d.sync += [store_addr.eq(addr), remaining.eq(count), to_read.eq(count),
+                         last_item.eq(count == 1), lane_word.eq(0), head.eq(0), tail.eq(0),
+                         range_sum.eq(addr + count[:depth_bits]),
+                         range_over.eq(big[0] | count[depth_bits:].any()
+                                       | (count[:depth_bits] == 0))]
+            goto("STORE_RANGE")
 
-            with m.State("STATUS"):
-                m.d.comb += [
-                    resp.valid.eq(1),
-                    resp.payload.last.eq(resp_index == len(status) - 1),
-                ]
-                # The snapshot shifts out word by word: no multiplexer.
-                m.d.comb += resp.payload.data.eq(status[0])
-                with m.If(resp.ready):
-                    m.d.sync += [resp_index.eq(resp_index + 1),
-                                 *(a.eq(b) for a, b in zip(status[:-1], status[1:], strict=True))]
-                    with m.If(resp_index == len(status) - 1):
+        with in_state("STORE_RANGE"):
+            m.d.sync += range_bad.eq(range_over | (range_sum > c.out_depth))
+            goto("STORE_VERDICT")
+
+        with in_state("STORE_VERDICT"):
+            with m.If(range_bad):
+                m.d.comb += [raise_error.eq(1), error_code.eq(Error.STORE_RANGE)]
+                goto("HEADER")
+            with m.Else():
+                goto("STORE_WAIT")
+
+        with in_state("STORE_WAIT"):
+            with m.If(~(engine.busy & (run.out_bank == bank))):
+                m.d.sync += storing.eq(1)
+                goto("STORE_DATA")
+
+        with in_state("STORE_DATA"):
+            last_word = lane_word == words_per_lanes(C) - 1
+            m.d.comb += [
+                resp.valid.eq(queued != 0),
+                resp.payload.data.eq(out_words.word_select(lane_word, 32)),
+                resp.payload.last.eq(last_word & last_item),
+            ]
+            with m.If(resp.valid & resp.ready):
+                m.d.sync += lane_word.eq(lane_word + 1)
+                with m.If(last_word):
+                    m.d.comb += row_sent.eq(1)
+                    m.d.sync += [lane_word.eq(0), remaining.eq(remaining - 1),
+                                 last_item.eq(remaining == 2)]
+                    with m.If(last_item):
+                        m.d.sync += storing.eq(0)
                         goto("HEADER")
+
+        with in_state("COMPUTE_CHECK"):
+            m.d.sync += [
+                too_big.eq(big.any()),
+                # A partial COMPUTE continues one tile: m_tiles = n_tiles = 1.
+                zero.eq((k_arg == 0) | (m_arg == 0) | (n_arg == 0)
+                        | (flags[4] & ((m_arg != 1) | (n_arg != 1)))),
+                mul_m.eq(m_arg[:depth_bits]),
+                mul_n.eq(n_arg),
+                sh_k.eq(k_arg),
+                sh_n.eq(n_arg),
+                p_act.eq(0),
+                p_wgt.eq(0),
+                p_mn.eq(0),
+            ]
+            goto("COMPUTE_MUL")
+
+        with in_state("COMPUTE_MUL"):
+            # p_act = m * K, p_wgt = n * K, p_mn = m * n.
+            m.d.sync += [
+                mul_m.eq(mul_m >> 1),
+                mul_n.eq(mul_n >> 1),
+                sh_k.eq(sh_k << 1),
+                sh_n.eq(sh_n << 1),
+            ]
+            with m.If(mul_m[0]):
+                m.d.sync += [p_act.eq(p_act + sh_k), p_mn.eq(p_mn + sh_n)]
+            with m.If(mul_n[0]):
+                m.d.sync += p_wgt.eq(p_wgt + sh_k)
+            with m.If((mul_m == 0) & (mul_n == 0)):
+                # R is a constant: m * n * R is a sum of shifted copies, no multiplier.
+                m.d.sync += p_out.eq(sum(p_mn << i for i in range(R.bit_length())
+                                         if R >> i & 1))
+                goto("COMPUTE_RANGE")
+
+        with in_state("COMPUTE_RANGE"):
+            # The sums, then the compares (COMPUTE_COMPARE).
+            m.d.sync += [s_act.eq(act_a + p_act), s_wgt.eq(wgt_a + p_wgt),
+                         s_par.eq(par_a + n_arg), s_out.eq(out_a + p_out)]
+            goto("COMPUTE_COMPARE")
+
+        with in_state("COMPUTE_COMPARE"):
+            m.d.sync += range_bad.eq(
+                too_big | zero
+                | (s_act > c.act_depth) | (s_wgt > c.wgt_depth)
+                | (s_par > c.par_depth) | (s_out > c.out_depth))
+            goto("COMPUTE_VERDICT")
+
+        with in_state("COMPUTE_VERDICT"):
+            with m.If(range_bad):
+                m.d.comb += [raise_error.eq(1), error_code.eq(Error.COMPUTE_RANGE)]
+                goto("HEADER")
+            with m.Else():
+                goto("COMPUTE_ISSUE")
+
+        with in_state("COMPUTE_ISSUE"):
+            # A running COMPUTE holds ``ready`` low: the interlock.
+            with m.If(engine.cmd.ready):
+                goto("HEADER")
+
+        with in_state("STATUS_SNAPSHOT"):
+            m.d.sync += [
+                *(s.eq(v) for s, v in zip(shift, live_status, strict=False)),
+                resp_left.eq(len(live_status) - 1),
+                resp_last.eq(len(live_status) == 1),
+            ]
+            goto("RESPOND")
+
+        with in_state("RESPOND"):
+            # The ID words or the STATUS snapshot shift out word by word: no multiplexer.
+            m.d.comb += [
+                resp.valid.eq(1),
+                resp.payload.last.eq(resp_last),
+                resp.payload.data.eq(shift[0]),
+            ]
+            with m.If(resp.ready):
+                m.d.sync += [resp_left.eq(resp_left - 1), resp_last.eq(resp_left == 1),
+                             *(a.eq(b) for a, b in zip(shift[:-1], shift[1:], strict=True))]
+                with m.If(resp_last):
+                    goto("HEADER")
         return m

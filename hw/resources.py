@@ -291,7 +291,8 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
-        buffer_latency=latency, output_register=output_register, replica="ecp5" if family == "ecp5" and latency == 2 else None,
+        buffer_latency=latency, output_register=output_register,
+        replica="ecp5" if family == "ecp5" and latency == 2 else None,
         groups=groups)
 
 

@@ -9,7 +9,6 @@ from .config import AcceleratorConfig
 from .controller import Controller
 from .host import HostToWords, WordsToHost
 from .requant import Requantizer
-from .skid import SkidBuffer
 
 __all__ = ["Accelerator"]
 
@@ -74,12 +73,10 @@ class Accelerator(wiring.Component):
         m.submodules.array = array = self._array
         m.submodules.requant = requant = self._requant
 
-        # The command words reach the decoder through a register slice: no path from the
-        # host side (pins, a UART bridge) goes straight into the decoder's logic.
-        m.submodules.in_slice = in_slice = SkidBuffer(32)
+        # The controller takes the command words through a register slice of its own: no
+        # path from the host side (pins, a UART bridge) goes straight into its decoder.
         wiring.connect(m, wiring.flipped(self.i), host_in.i)
-        wiring.connect(m, host_in.o, in_slice.i)
-        wiring.connect(m, in_slice.o, controller.i)
+        wiring.connect(m, host_in.o, controller.i)
         wiring.connect(m, controller.o, host_out.i)
         wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)

@@ -221,31 +221,35 @@ class Controller(wiring.Component):
 
         # Load data paths: every lane (channel) sees the same bytes, write enables pick.
         # The write ports are registers (the write lands a cycle after its word): no path
-        # from the host stream reaches the block RAMs.
+        # from the host stream reaches the block RAMs. Each buffer's address, bank and data
+        # registers load only during a LOAD into it, so Yosys keeps them apart instead of
+        # merging them into one register whose net reaches every block RAM of the three.
         load_word = command.valid & command.ready
         writing = Signal()
         for buf, lanes, o in ((act_buf, R, Op.LOAD_ACT), (wgt_buf, C, Op.LOAD_WGT)):
-            m.d.sync += [
-                buf.w_bank.eq(bank),
-                buf.w.addr.eq(load_addr),
-                buf.w.data.as_value().eq(Cat(*(word.word_select(j % 4, 8)
-                                               for j in range(lanes)))),
-                buf.w.en.eq(Mux(writing & is_op(o),
-                                Cat(*(lane_word == j // 4 for j in range(lanes))), 0)),
-            ]
+            with m.If(is_op(o)):
+                m.d.sync += [
+                    buf.w_bank.eq(bank),
+                    buf.w.addr.eq(load_addr),
+                    buf.w.data.as_value().eq(Cat(*(word.word_select(j % 4, 8)
+                                                   for j in range(lanes)))),
+                ]
+            m.d.sync += buf.w.en.eq(Mux(writing & is_op(o),
+                                        Cat(*(lane_word == j // 4 for j in range(lanes))), 0))
         record = Signal(CHANNEL_PARAMS)
         m.d.comb += [
             record.bias.eq(bias),
             record.m0.eq(m0),
             record.shift.eq(word[:6]),
         ]
-        m.d.sync += [
-            par_buf.w_bank.eq(bank),
-            par_buf.w.addr.eq(load_addr),
-            par_buf.w.data.as_value().eq(Cat(*(record.as_value() for _ in range(C)))),
-            par_buf.w.en.eq(Mux(writing & is_op(Op.LOAD_PAR) & (field == 2),
-                                Cat(*(channel == j for j in range(C))), 0)),
-        ]
+        with m.If(is_op(Op.LOAD_PAR)):
+            m.d.sync += [
+                par_buf.w_bank.eq(bank),
+                par_buf.w.addr.eq(load_addr),
+                par_buf.w.data.as_value().eq(Cat(*(record.as_value() for _ in range(C)))),
+            ]
+        m.d.sync += par_buf.w.en.eq(Mux(writing & is_op(Op.LOAD_PAR) & (field == 2),
+                                        Cat(*(channel == j for j in range(C))), 0))
 
         # Store data path: the output buffer is read ahead into a queue of two rows, so its
         # read enable and address depend on registers only, never on the response stream's

@@ -7,8 +7,9 @@ from amaranth.lib.wiring import In, Out
 from .array import SystolicArray
 from .config import AcceleratorConfig
 from .controller import Controller
-from .host import HostToWords, WordsToHost
+from .host import WORD, HostToWords, WordsToHost
 from .requant import Requantizer
+from .skid import SkidBuffer
 
 __all__ = ["Accelerator"]
 
@@ -77,7 +78,12 @@ class Accelerator(wiring.Component):
         # path from the host side (pins, a UART bridge) goes straight into its decoder.
         wiring.connect(m, wiring.flipped(self.i), host_in.i)
         wiring.connect(m, host_in.o, controller.i)
-        wiring.connect(m, controller.o, host_out.i)
+        # The controller's responses leave its own register slice, whose response
+        # multiplexers sit next to the decoder; a second slice can sit next to the host side
+        # (pins, a UART bridge), so the route between them carries no logic.
+        m.submodules.out_slice = out_slice = SkidBuffer(WORD)
+        wiring.connect(m, controller.o, out_slice.i)
+        wiring.connect(m, out_slice.o, host_out.i)
         wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)
         wiring.connect(m, array.o, controller.acc)

@@ -38,7 +38,7 @@ __all__ = ["Controller"]
 STATES = ("HEADER", "ARGS", "LOAD_CHECK", "LOAD_RANGE", "LOAD_VERDICT", "LOAD_WAIT", "LOAD_DATA",
           "STORE_CHECK", "STORE_RANGE", "STORE_VERDICT", "STORE_WAIT", "STORE_DATA",
           "COMPUTE_CHECK", "COMPUTE_MUL", "COMPUTE_RANGE", "COMPUTE_COMPARE", "COMPUTE_VERDICT",
-          "COMPUTE_ISSUE", "STATUS_SNAPSHOT", "RESPOND")
+          "COMPUTE_ISSUE", "ID_LOAD", "STATUS_SNAPSHOT", "RESPOND")
 
 
 class Controller(wiring.Component):
@@ -346,12 +346,7 @@ class Controller(wiring.Component):
                 m.d.sync += [op.eq(decoded), flags.eq(word[:FLAG_BITS]), arg_index.eq(0)]
                 # The flags are exclusive (none set: an illegal opcode).
                 with m.If(is_op(Op.ID, decoded)):
-                    m.d.sync += [
-                        *(s.eq(v) for s, v in zip(shift, id_words, strict=False)),
-                        resp_left.eq(len(id_words) - 1),
-                        resp_last.eq(len(id_words) == 1),
-                    ]
-                    goto("RESPOND")
+                    goto("ID_LOAD")
                 with m.If(is_op(Op.STATUS, decoded)):
                     goto("STATUS_SNAPSHOT")
                 with m.If(is_op(Op.CLEAR, decoded)):
@@ -539,6 +534,16 @@ class Controller(wiring.Component):
             # A running COMPUTE holds ``ready`` low: the interlock.
             with m.If(engine.cmd.ready):
                 goto("HEADER")
+
+        # The response registers load in states of their own: their load enables are
+        # state flags, not the header's decoding.
+        with in_state("ID_LOAD"):
+            m.d.sync += [
+                *(s.eq(v) for s, v in zip(shift, id_words, strict=False)),
+                resp_left.eq(len(id_words) - 1),
+                resp_last.eq(len(id_words) == 1),
+            ]
+            goto("RESPOND")
 
         with in_state("STATUS_SNAPSHOT"):
             m.d.sync += [

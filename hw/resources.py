@@ -153,6 +153,11 @@ class Plan:
         How the buffers' per-lane register copies are built (``BankedBuffer(replica=...)``).
     groups : dict
         Lanes per memory of each latency-2 buffer (:func:`lane_groups`).
+    response_slices : {1, 2}
+        Register slices on the response stream between the controller and the host side
+        (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
+        controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
+        logic cells to spare.
     requant_pipeline : {"deep", "compact"}
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
@@ -168,6 +173,7 @@ class Plan:
     fifo_ram: str | None = None
     spram: dict | None = None
     requant_pipeline: str = "deep"
+    response_slices: int = 2
     buffer_latency: int = 1
     output_register: bool = False
     replica: str | None = None
@@ -217,6 +223,7 @@ class Plan:
                 "buffers": self.spram or {},
             },
             "requant_pipeline": self.requant_pipeline,
+            "response_slices": self.response_slices,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
@@ -291,6 +298,7 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
+        response_slices=1 if family == "ice40" else 2,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         groups=groups)

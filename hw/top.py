@@ -80,10 +80,14 @@ class Accelerator(wiring.Component):
         wiring.connect(m, host_in.o, controller.i)
         # The controller's responses leave its own register slice, whose response
         # multiplexers sit next to the decoder; a second slice can sit next to the host side
-        # (pins, a UART bridge), so the route between them carries no logic.
-        m.submodules.out_slice = out_slice = SkidBuffer(WORD)
-        wiring.connect(m, controller.o, out_slice.i)
-        wiring.connect(m, out_slice.o, host_out.i)
+        # (pins, a UART bridge), so the route between them carries no logic (not on iCE40:
+        # ``Plan.response_slices``).
+        if c.resources.response_slices == 2:
+            m.submodules.out_slice = out_slice = SkidBuffer(WORD)
+            wiring.connect(m, controller.o, out_slice.i)
+            wiring.connect(m, out_slice.o, host_out.i)
+        else:
+            wiring.connect(m, controller.o, host_out.i)
         wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)
         wiring.connect(m, array.o, controller.acc)

@@ -162,3 +162,12 @@ def test_spram_buffers_compute_the_same(monkeypatch):
     monkeypatch.setattr(test_controller, "TINY", SPRAM)
     test_controller.test_interlock_and_double_buffering(1, False)
     test_controller.test_interlock_and_double_buffering(1, True)
+
+
+def test_response_slices_per_family():
+    # A second response slice on ECP5 and without a device (simulation), none to spare on
+    # the UP5K.
+    for device, slices in (("ecp5-85f", 2), ("ecp5-25f", 2), (None, 2), ("ice40-up5k", 1)):
+        p = AcceleratorConfig(rows=2, cols=2, device=device, act_depth=64, wgt_depth=64,
+                              out_depth=64).resources
+        assert p.response_slices == slices and p.to_dict()["response_slices"] == slices

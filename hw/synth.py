@@ -627,7 +627,8 @@ def write_docs(path, section):
         "# The accelerator on FPGAs\n\n## Resource model\n\n## Results\n")
     match = re.search(r"^## Results\n.*?(?=^## |\Z)", text, re.S | re.M)
     if match:
-        text = text[:match.start()] + section + text[match.end():]
+        rest = text[match.end():]
+        text = text[:match.start()] + section.rstrip("\n") + ("\n\n" if rest else "") + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section
     if not text.endswith("\n"):

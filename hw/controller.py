@@ -447,12 +447,16 @@ class Controller(wiring.Component):
             m.d.sync += range_bad.eq(range_over | (range_sum > c.out_depth))
             goto("STORE_VERDICT")
 
-        with in_state("STORE_VERDICT"):
+        def verdict(code, next_state):
+            """A range check's last step: raise ``code`` and end the command, or go on."""
             with m.If(range_bad):
-                m.d.comb += [raise_error.eq(1), error_code.eq(Error.STORE_RANGE)]
+                m.d.comb += [raise_error.eq(1), error_code.eq(code)]
                 goto("HEADER")
             with m.Else():
-                goto("STORE_WAIT")
+                goto(next_state)
+
+        with in_state("STORE_VERDICT"):
+            verdict(Error.STORE_RANGE, "STORE_WAIT")
 
         with in_state("STORE_WAIT"):
             with m.If(~(engine.busy & (run.out_bank == bank))):
@@ -524,11 +528,7 @@ class Controller(wiring.Component):
             goto("COMPUTE_VERDICT")
 
         with in_state("COMPUTE_VERDICT"):
-            with m.If(range_bad):
-                m.d.comb += [raise_error.eq(1), error_code.eq(Error.COMPUTE_RANGE)]
-                goto("HEADER")
-            with m.Else():
-                goto("COMPUTE_ISSUE")
+            verdict(Error.COMPUTE_RANGE, "COMPUTE_ISSUE")
 
         with in_state("COMPUTE_ISSUE"):
             # A running COMPUTE holds ``ready`` low: the interlock.

@@ -223,7 +223,7 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
                    help="block RAMs to use at most (default: all of --device's)")
     p.add_argument("--buffer-latency", type=_int, choices=(1, 2), default=None, metavar="L",
                    help="read latency of the block-RAM buffers: 2 registers their inputs "
-                        "lane by lane (default 1)")
+                        "lane by lane (default: 2 on ECP5, else 1)")
     p.add_argument("--buffer-output-register", choices=("on", "off"), default=None,
                    help="register every buffer's read data once more, one more cycle of "
                         "read latency (default: on for ECP5 devices, off otherwise)")

@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
+from .skid import SkidBuffer
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
            "buffer", "check_config", "ComputeEngine"]
@@ -181,7 +182,7 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return self.read_latency + 3
+        return self.read_latency + 3 + self._config.resources.feed_slice
 
     def elaborate(self, platform):
         m = Module()
@@ -296,15 +297,23 @@ class ComputeEngine(wiring.Component):
         head = Signal(range(depth))
         tail = Signal(range(depth))
         count = Signal(range(depth + 1))
-        pop = self.feed.valid & self.feed.ready
+        # With ``Plan.feed_slice`` the beats leave through a register slice, so the array's
+        # input handshake never reaches the queue's counters.
+        if c.resources.feed_slice:
+            m.submodules.feed_slice = feed_slice = SkidBuffer(feed_layout(c.rows, c.cols))
+            feed = feed_slice.i
+            wiring.connect(m, feed_slice.o, wiring.flipped(self.feed))
+        else:
+            feed = self.feed
+        pop = feed.valid & feed.ready
         out = Signal(entry)
         with m.Switch(head):
             for n, q in enumerate(queue):
                 with m.Case(n):
                     m.d.comb += out.eq(q)
         m.d.comb += [
-            self.feed.valid.eq(count != 0),
-            self.feed.payload.eq(out.beat),
+            feed.valid.eq(count != 0),
+            feed.payload.eq(out.beat),
         ]
         with m.If(flight[-1].valid):
             for n, q in enumerate(queue):

@@ -64,8 +64,8 @@ class AcceleratorConfig:
         Override the device's DSP block / block RAM count (None: the device's own).
     buffer_latency : {None, 1, 2}
         Read latency of the block-RAM buffers (``hw.buffers.BankedBuffer``); 2 registers
-        every memory input lane by lane (``docs/fpga.md`` has what it measured). None:
-        1.
+        every memory input lane by lane (``docs/fpga.md`` has what it measured). None: the
+        device's default (2 on ECP5, whose block RAMs lie across the whole die, else 1).
     buffer_output_register : bool or None
         Register the read data of every buffer once more (one more cycle of read latency
         on top of ``buffer_latency``), so a block RAM's clock-to-output delay ends beside

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 __all__ = ["Device", "DEVICES", "ResourceError", "Plan", "plan", "check", "fitting_depths",
-           "block_rams"]
+           "block_rams", "requant_units"]
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,19 @@ _BRAM_MODES = {
 
 #: Requantizer partial products per datapath unit (see hw.requant).
 PRODUCTS_PER_LANE = 4
-#: Columns per requantizer datapath unit, per family: one (full rate) on ECP5; two on
-#: iCE40, whose UP5K holds a 2x2 array only with one unit for both columns (half rate:
-#: a tile's R rows take 2R cycles there, within K for K >= 2R) and the four DSP blocks it
-#: frees given to the PEs.
-_COLUMNS_PER_UNIT = {"ecp5": 1, "ice40": 2}
+
+
+def requant_units(rows, cols, dsp_budget):
+    """Requantizer datapath units of an R x C array with ``dsp_budget`` DSP blocks (None:
+    no limit): one per column (full rate) when the budget holds every PE product and four
+    blocks per unit; otherwise one for every two columns (half rate: a tile's R rows take
+    2R cycles there, within its K cycles for K >= 2R), and the four blocks each unit frees
+    go to PEs, whose 8 x 8 product costs about 200 LUTs in logic. On the UP5K (8 blocks)
+    that makes a 2x2 array fit, on the ECP5-85F it takes 32 PE products of a 16x16 array
+    out of logic."""
+    if dsp_budget is None or rows * cols + PRODUCTS_PER_LANE * cols <= dsp_budget:
+        return cols
+    return _ceil(cols, 2)
 
 
 class ResourceError(ValueError):
@@ -158,6 +166,11 @@ class Plan:
         (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
         controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
         logic cells to spare.
+    feed_slice : bool
+        Whether the compute engine's beats reach the systolic array through a register slice
+        (:class:`hw.compute.ComputeEngine`): the array's input handshake then stays by the
+        array and the feeder's beat queue by the block RAMs. Not on iCE40, whose UP5K has no
+        logic cells to spare.
     requant_pipeline : {"deep", "compact"}
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
@@ -174,6 +187,7 @@ class Plan:
     spram: dict | None = None
     requant_pipeline: str = "deep"
     response_slices: int = 2
+    feed_slice: bool = True
     buffer_latency: int = 1
     output_register: bool = False
     replica: str | None = None
@@ -224,6 +238,7 @@ class Plan:
             },
             "requant_pipeline": self.requant_pipeline,
             "response_slices": self.response_slices,
+            "feed_slice": self.feed_slice,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
@@ -256,7 +271,7 @@ def plan(config):
     bram_budget = c.bram_budget if c.bram_budget is not None else (device and device.bram)
     dsp_impl = "ecp5" if device is not None and device.family == "ecp5" else "dsp"
     family = device.family if device is not None else None
-    units = _ceil(c.cols, _COLUMNS_PER_UNIT.get(family, 1))
+    units = requant_units(c.rows, c.cols, dsp_budget)
     n_requant = PRODUCTS_PER_LANE * units
     n_pe = c.rows * c.cols
     if dsp_budget is None:
@@ -267,9 +282,9 @@ def plan(config):
     buffers = None
     fifo_ram = {"ecp5": "distributed", "ice40": "block"}.get(family)
     spram = {}
-    # Latency 2 is not the default: on the 8x8 for the ECP5-85F it placed at 61 MHz against
-    # 73 MHz with latency 1, and its routing congested (docs/fpga.md).
-    latency = getattr(c, "buffer_latency", None) or 1
+    # Latency 2 by default on ECP5: a register per lane group, not one for a whole buffer,
+    # drives the address pins of block RAMs spread over the die (docs/fpga.md).
+    latency = getattr(c, "buffer_latency", None) or (2 if family == "ecp5" else 1)
     output_register = getattr(c, "buffer_output_register", None)
     if output_register is None:
         output_register = family == "ecp5"
@@ -299,6 +314,7 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
+        feed_slice=family != "ice40",
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         groups=groups)

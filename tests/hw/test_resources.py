@@ -11,7 +11,7 @@ import types
 import pytest
 
 from hw.config import AcceleratorConfig
-from hw.resources import DEVICES, ResourceError, block_rams, fitting_depths, plan
+from hw.resources import DEVICES, ResourceError, block_rams, fitting_depths, plan, requant_units
 from sim.harness import ROOT
 
 # (family, words, lanes, lane bits, per-lane write enables) -> blocks, measured with Yosys.
@@ -57,18 +57,23 @@ def test_16x16_on_85f_fills_the_dsp_blocks_then_logic():
     c = AcceleratorConfig(rows=16, cols=16, device="ecp5-85f", **depths)
     p = c.resources
     assert p.dsp == DEVICES["ecp5-85f"].dsp == 156
-    # The requantizer's 16 x 16 partial products first, then PEs in row-major order.
-    assert p.requant_multipliers == ("ecp5",) * 64
-    assert p.pe_multipliers == ("ecp5",) * 92 + ("logic",) * 164
+    # 256 + 4 * 16 products do not fit 156 blocks: one requantizer unit per two columns
+    # (8 units of 4 partial products) first, then PEs in row-major order.
+    assert p.requant_multipliers == ("ecp5",) * 32
+    assert p.to_dict()["requant_units"] == 8
+    assert p.pe_multipliers == ("ecp5",) * 124 + ("logic",) * 132
     assert p.bram <= 208
 
 
 @pytest.mark.parametrize("budget", [0, 1, 5, 40, 1000])
 def test_explicit_dsp_budget(budget):
     p = AcceleratorConfig(rows=4, cols=4, dsp_budget=budget).resources
-    assert p.dsp == min(budget, 16 + 16)
-    assert p.requant_multipliers.count("dsp") == min(budget, 16)
-    assert p.pe_multipliers.count("dsp") == max(0, min(budget - 16, 16))
+    # Four units (16 partial products) only when the budget also holds the 16 PEs.
+    requant = 16 if budget >= 16 + 16 else 8
+    assert len(p.requant_multipliers) == requant
+    assert p.dsp == min(budget, 16 + requant)
+    assert p.requant_multipliers.count("dsp") == min(budget, requant)
+    assert p.pe_multipliers.count("dsp") == max(0, min(budget - requant, 16))
     assert set(p.pe_multipliers + p.requant_multipliers) <= {"dsp", "logic"}
 
 
@@ -131,6 +136,20 @@ def test_up5k_puts_activations_and_weights_in_spram():
     assert [p.buffer_ram(name) for name in ("act", "wgt", "par", "out")] == [
         "spram", "spram", "block", "block"]
     assert p.to_dict()["spram"]["used"] == 4
+
+
+@pytest.mark.parametrize(("rows", "cols", "budget", "units"), [
+    (4, 4, 32, 4), (4, 4, 31, 2), (4, 4, 28, 2), (8, 8, 96, 8), (8, 8, 95, 4),
+    (5, 3, None, 3), (1, 1, 0, 1), (2, 7, 0, 4)])
+def test_requantizer_units_halve_when_the_pes_would_spill_into_logic(rows, cols, budget, units):
+    assert requant_units(rows, cols, budget) == units
+    p = AcceleratorConfig(rows=rows, cols=cols, dsp_budget=budget).resources
+    assert p.to_dict()["requant_units"] == units
+
+
+def test_4x4_on_25f_has_no_logic_products():
+    p = AcceleratorConfig(rows=4, cols=4, device="ecp5-25f").resources
+    assert p.requant_multipliers == ("ecp5",) * 8 and p.pe_multipliers == ("ecp5",) * 16
 
 
 def test_up5k_requantizer_shares_a_unit_and_gives_the_pes_its_dsp_blocks():

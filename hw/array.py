@@ -34,24 +34,20 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import MAX_DIM
-from .mul import LATENCY as MUL_LATENCY
 from .mul import check_impl
-from .pe import PE, Operand
+from .pe import PE, Operand, pe_latency
 
 __all__ = ["SystolicArray", "array_latency", "fifo_depth"]
 
-#: Register stages of a PE from operands to ``result`` (:attr:`hw.pe.PE.latency`).
-PE_LATENCY = MUL_LATENCY + 1
 
-
-def array_latency(cols):
+def array_latency(cols, product_register=False):
     """:attr:`SystolicArray.latency` of an array of ``cols`` columns."""
-    return cols + PE_LATENCY + 3
+    return cols + pe_latency(product_register) + 3
 
 
-def fifo_depth(rows, cols):
+def fifo_depth(rows, cols, product_register=False):
     """:attr:`SystolicArray.fifo_depth` of an R x C array."""
-    return rows + array_latency(cols) - 1
+    return rows + array_latency(cols, product_register) - 1
 
 
 class SystolicArray(wiring.Component):
@@ -75,6 +71,8 @@ class SystolicArray(wiring.Component):
         entries; None makes every one ``"dsp"``. The results do not depend on it.
     fifo_ram : {None, "distributed", "block"}
         Yosys ``ram_style`` of the output FIFO's rows (None: Yosys chooses).
+    product_register : bool
+        ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
 
     Members
     -------
@@ -88,7 +86,8 @@ class SystolicArray(wiring.Component):
         R beats per tile, row 0 first. Backpressure never loses data.
     """
 
-    def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None):
+    def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
+                 product_register=False):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -107,6 +106,7 @@ class SystolicArray(wiring.Component):
                              f"not {fifo_ram!r}")
         self._multipliers = multipliers
         self._fifo_ram = fifo_ram
+        self._product_register = bool(product_register)
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -143,7 +143,7 @@ class SystolicArray(wiring.Component):
 
     @property
     def pe_latency(self):
-        return PE_LATENCY
+        return pe_latency(self._product_register)
 
     @property
     def latency(self):
@@ -151,7 +151,7 @@ class SystolicArray(wiring.Component):
 
         Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
         """
-        return array_latency(self._cols)
+        return array_latency(self._cols, self._product_register)
 
     @property
     def fifo_depth(self):
@@ -161,7 +161,7 @@ class SystolicArray(wiring.Component):
         rows of earlier tiles whose credits return within the next ``latency - 1 + R -
         max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more.
         """
-        return fifo_depth(self._rows, self._cols)
+        return fifo_depth(self._rows, self._cols, self._product_register)
 
     def elaborate(self, platform):
         m = Module()
@@ -214,7 +214,8 @@ class SystolicArray(wiring.Component):
         west = [skewed(stage.a[r], r, "a") for r in range(R)]
         north = [skewed(stage.b[c], c, "b") for c in range(C)]
 
-        pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c]) for c in range(C)]
+        pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c],
+                   product_register=self._product_register) for c in range(C)]
                for r in range(R)]
         for r in range(R):
             for c in range(C):

@@ -16,7 +16,13 @@ from amaranth.lib.wiring import In, Out
 
 from .mul import LATENCY, Multiplier, check_impl
 
-__all__ = ["Operand", "PE"]
+__all__ = ["Operand", "PE", "pe_latency"]
+
+
+def pe_latency(product_register=False):
+    """:attr:`PE.latency`: the multiplier's stages, the optional product register and the
+    accumulator."""
+    return LATENCY + bool(product_register) + 1
 
 
 #: One int8 operand with the flags of the step it belongs to.
@@ -41,6 +47,11 @@ class PE(wiring.Component):
         Accumulator bits, at least 16 (one int8 x int8 product).
     multiplier : {"dsp", "ecp5", "logic"}
         How the product is built (:class:`hw.mul.Multiplier`); the results are the same.
+    product_register : bool
+        Register the product once more before the accumulator (one more cycle of
+        :attr:`latency`): a DSP block sits in a row of DSP blocks that may lie far from
+        the PE's logic, and the route from it then ends at a register, not after a carry
+        chain.
 
     Members
     -------
@@ -59,12 +70,13 @@ class PE(wiring.Component):
         High for one cycle when ``result`` has just taken a new sum.
     """
 
-    def __init__(self, acc_width=32, *, multiplier="dsp"):
+    def __init__(self, acc_width=32, *, multiplier="dsp", product_register=False):
         if not isinstance(acc_width, int) or acc_width < 16:
             raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
         self._acc_width = acc_width
         check_impl(multiplier)
         self._multiplier = multiplier
+        self._product_register = bool(product_register)
         super().__init__({
             "a": In(Operand),
             "b": In(Operand),
@@ -85,17 +97,22 @@ class PE(wiring.Component):
     @property
     def latency(self):
         """Cycles from a ``last`` step at the inputs to its sum on ``result``."""
-        return LATENCY + 1
+        return pe_latency(self._product_register)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.mul = mul = Multiplier(signed(8), signed(8), impl=self._multiplier)
         m.d.comb += [mul.a.eq(self.a.data), mul.b.eq(self.b.data)]
 
+        product = mul.p
+        if self._product_register:
+            product = Signal.like(mul.p, name="product", reset_less=True)
+            m.d.sync += product.eq(mul.p)
+
         # The step's flags travel beside its product through the multiplier's stages.
         step = self.a.valid & self.b.valid
         last = self.a.last & self.b.last
-        for n in range(mul.latency):
+        for n in range(mul.latency + self._product_register):
             step_d, last_d = Signal(name=f"step_{n}"), Signal(name=f"last_{n}")
             m.d.sync += [step_d.eq(step), last_d.eq(last)]
             step, last = step_d, last_d
@@ -107,7 +124,7 @@ class PE(wiring.Component):
         # over synchronous reset) fed straight by the adder.
         acc = Signal(signed(self._acc_width), reset_less=True)
         reset = ResetSignal()
-        m.d.comb += total.eq(acc + mul.p)
+        m.d.comb += total.eq(acc + product)
 
         m.d.sync += [
             self.a_out.eq(self.a),

@@ -166,6 +166,10 @@ class Plan:
         (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
         controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
         logic cells to spare.
+    product_register : bool
+        Whether every PE registers its product once more before its accumulator
+        (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
+        logic cells are few.
     feed_slice : bool
         Whether the compute engine's beats reach the systolic array through a register slice
         (:class:`hw.compute.ComputeEngine`): the array's input handshake then stays by the
@@ -188,6 +192,7 @@ class Plan:
     requant_pipeline: str = "deep"
     response_slices: int = 2
     feed_slice: bool = True
+    product_register: bool = True
     buffer_latency: int = 1
     output_register: bool = False
     replica: str | None = None
@@ -239,6 +244,7 @@ class Plan:
             "requant_pipeline": self.requant_pipeline,
             "response_slices": self.response_slices,
             "feed_slice": self.feed_slice,
+            "pe_product_register": self.product_register,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
@@ -293,6 +299,8 @@ def plan(config):
         spram = _spram_buffers(device, geometry)
         buffers = {name: 0 if name in spram else block_rams(family, *g)
                    for name, g in geometry.items()}
+    # Not on iCE40, whose DSP blocks lie beside the logic and whose logic cells are few.
+    product_register = family != "ice40"
     groups = {}
     if latency == 2:
         for name, (words, lanes, bits, granular) in buffer_geometry(c).items():
@@ -304,8 +312,8 @@ def plan(config):
         if fifo_ram == "block":
             from .array import fifo_depth
 
-            buffers["array_fifo"] = block_rams(family, fifo_depth(c.rows, c.cols) - 1, 1,
-                                               c.cols * c.acc_width, False)
+            rows = fifo_depth(c.rows, c.cols, product_register) - 1
+            buffers["array_fifo"] = block_rams(family, rows, 1, c.cols * c.acc_width, False)
     return Plan(
         device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
         pe_multipliers=tuple([dsp_impl] * pe_dsp + ["logic"] * (n_pe - pe_dsp)),
@@ -315,6 +323,7 @@ def plan(config):
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
         feed_slice=family != "ice40",
+        product_register=product_register,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         groups=groups)

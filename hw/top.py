@@ -42,7 +42,8 @@ class Accelerator(wiring.Component):
         resources = config.resources
         self._array = SystolicArray(config.rows, config.cols, config.acc_width,
                                     multipliers=resources.pe_multipliers,
-                                    fifo_ram=resources.fifo_ram)
+                                    fifo_ram=resources.fifo_ram,
+                                    product_register=resources.product_register)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
                                     multipliers=resources.requant_multipliers,
                                     pipeline=resources.requant_pipeline)

@@ -86,12 +86,13 @@ def test_random_tiles_with_bubbles_and_backpressure(rows, cols):
     check(SystolicArray(rows, cols), tiles, seed=1, p_idle=0.3, p_stall=0.4)
 
 
+@pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4), (3, 5)])
-def test_random_tiles_full_rate(rows, cols):
+def test_random_tiles_full_rate(rows, cols, product_register):
     rng = np.random.default_rng(7 + rows * cols)
     ks = tile_lengths(rows, cols)
     tiles = [random_tile(rng, rows, cols, k) for k in ks + list(rng.permutation(ks))]
-    check(SystolicArray(rows, cols), tiles)
+    check(SystolicArray(rows, cols, product_register=product_register), tiles)
 
 
 @pytest.mark.parametrize("a,b", [(-128, -127), (127, 127), (-128, 127), (127, -127)])
@@ -125,11 +126,12 @@ def test_no_loss_when_output_blocked():
     assert sent[-1] >= 300, "input kept flowing although the output was blocked"
 
 
+@pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
-def test_one_beat_per_cycle(rows, cols):
+def test_one_beat_per_cycle(rows, cols, product_register):
     # With K >= max(R, C) and no bubbles or backpressure nothing ever stalls: T tiles of K
     # beats take T * K cycles to enter and the last row leaves latency + R - 1 cycles later.
-    dut = SystolicArray(rows, cols)
+    dut = SystolicArray(rows, cols, product_register=product_register)
     rng = np.random.default_rng(rows + 10 * cols)
     for k in (max(rows, cols), max(rows, cols) + 3):
         n_tiles = 6
@@ -170,6 +172,7 @@ def test_interface():
     assert len(dut.i.payload.a) == 3 and len(dut.i.payload.b) == 5
     assert len(dut.o.payload) == 5 and len(dut.o.payload[0]) == 20
     assert dut.latency == 5 + dut.pe_latency + 3
+    assert SystolicArray(3, 5, product_register=True).pe_latency == dut.pe_latency + 1
 
 
 def test_mixed_multipliers_same_results():

@@ -69,12 +69,15 @@ def random_tiles(rng, ks):
     return [(rng.integers(-128, 128, k), rng.integers(-127, 128, k)) for k in ks]
 
 
+@pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("multiplier", MULTIPLIERS)
 @pytest.mark.parametrize("p_idle", [0.0, 0.4])
-def test_random_tiles(p_idle, multiplier):
+def test_random_tiles(p_idle, multiplier, product_register):
     rng = np.random.default_rng(1)
     tiles = random_tiles(rng, [1, 1, 2, 3, 1, 17, 64, 5, 1, 200])
-    assert run(PE(multiplier=multiplier), tiles, seed=2, p_idle=p_idle) == expected_sums(tiles)
+    pe = PE(multiplier=multiplier, product_register=product_register)
+    assert pe.latency == 3 + product_register
+    assert run(pe, tiles, seed=2, p_idle=p_idle) == expected_sums(tiles)
 
 
 def test_back_to_back_single_steps():

@@ -73,6 +73,10 @@ class SystolicArray(wiring.Component):
         Yosys ``ram_style`` of the output FIFO's rows (None: Yosys chooses).
     product_register : bool
         ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
+    ready_register : bool
+        Make ``i.ready`` a register: a beat offered while the input stage holds a ``last``
+        beat back waits in a spare register beside it (a skid buffer), so the array's
+        state logic never reaches the producer. The latency does not change.
 
     Members
     -------
@@ -81,13 +85,14 @@ class SystolicArray(wiring.Component):
         One beat per step of a tile. Bubbles are allowed anywhere. ``i.ready`` depends only
         on internal state, never on ``i.valid`` or ``i.payload``; it is low only while a
         ``last`` beat waits in the input stage for FIFO room or for the previous tile's
-        results to be read out of the grid.
+        results to be read out of the grid (with ``ready_register``, only once a second
+        beat waits behind it).
     o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), cols)))``
         R beats per tile, row 0 first. Backpressure never loses data.
     """
 
     def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
-                 product_register=False):
+                 product_register=False, ready_register=False):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -107,6 +112,7 @@ class SystolicArray(wiring.Component):
         self._multipliers = multipliers
         self._fifo_ram = fifo_ram
         self._product_register = bool(product_register)
+        self._ready_register = bool(ready_register)
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -179,15 +185,27 @@ class SystolicArray(wiring.Component):
         may_end = spaced & room
         advance = Signal()
         reserve = Signal()
+        stage_free = ~stage_valid | advance
         m.d.comb += [
             advance.eq(stage_valid & (~stage.last | may_end)),
             reserve.eq(advance & stage.last),
-            self.i.ready.eq(~stage_valid | advance),
         ]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(1)]
-        with m.Elif(advance):
-            m.d.sync += stage_valid.eq(0)
+        if self._ready_register:
+            spare = Signal.like(self.i.payload, name="spare")
+            spare_valid = Signal()
+            incoming = self.i.valid & ~spare_valid
+            m.d.comb += self.i.ready.eq(~spare_valid)
+            with m.If(stage_free):
+                with m.If(spare_valid):
+                    m.d.sync += [stage.eq(spare), stage_valid.eq(1), spare_valid.eq(0)]
+                with m.Else():
+                    m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(incoming)]
+            with m.Elif(incoming):
+                m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+        else:
+            m.d.comb += self.i.ready.eq(stage_free)
+            with m.If(stage_free):
+                m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(self.i.valid)]
         with m.If(reserve):
             m.d.sync += [gap.eq(1), spaced.eq(self.min_tile_spacing == 1)]
         with m.Elif(~spaced):

@@ -43,7 +43,8 @@ class Accelerator(wiring.Component):
         self._array = SystolicArray(config.rows, config.cols, config.acc_width,
                                     multipliers=resources.pe_multipliers,
                                     fifo_ram=resources.fifo_ram,
-                                    product_register=resources.product_register)
+                                    product_register=resources.product_register,
+                                    ready_register=resources.feed_slice)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
                                     multipliers=resources.requant_multipliers,
                                     pipeline=resources.requant_pipeline)

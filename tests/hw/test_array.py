@@ -86,6 +86,15 @@ def test_random_tiles_with_bubbles_and_backpressure(rows, cols):
     check(SystolicArray(rows, cols), tiles, seed=1, p_idle=0.3, p_stall=0.4)
 
 
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (3, 5), (4, 4)])
+def test_ready_register_with_bubbles_and_backpressure(rows, cols):
+    rng = np.random.default_rng(rows * 10 + cols)
+    ks = tile_lengths(rows, cols)
+    tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
+    dut = SystolicArray(rows, cols, ready_register=True, product_register=True)
+    check(dut, tiles, seed=2, p_idle=0.3, p_stall=0.4)
+
+
 @pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4), (3, 5)])
 def test_random_tiles_full_rate(rows, cols, product_register):
@@ -116,22 +125,23 @@ def test_near_accumulator_limit():
     np.testing.assert_array_equal(rows_out, expected)
 
 
-def test_no_loss_when_output_blocked():
+@pytest.mark.parametrize("ready_register", [False, True])
+def test_no_loss_when_output_blocked(ready_register):
     # The reader sleeps while many short tiles arrive: the FIFO fills, i.ready must drop.
     rows, cols = 3, 4
     rng = np.random.default_rng(3)
     tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
-    dut = SystolicArray(rows, cols)
+    dut = SystolicArray(rows, cols, ready_register=ready_register)
     sent, _ = check(dut, tiles, ready_after=300, p_stall=0.5)
     assert sent[-1] >= 300, "input kept flowing although the output was blocked"
 
 
-@pytest.mark.parametrize("product_register", [False, True])
+@pytest.mark.parametrize("registers", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
-def test_one_beat_per_cycle(rows, cols, product_register):
+def test_one_beat_per_cycle(rows, cols, registers):
     # With K >= max(R, C) and no bubbles or backpressure nothing ever stalls: T tiles of K
     # beats take T * K cycles to enter and the last row leaves latency + R - 1 cycles later.
-    dut = SystolicArray(rows, cols, product_register=product_register)
+    dut = SystolicArray(rows, cols, product_register=registers, ready_register=registers)
     rng = np.random.default_rng(rows + 10 * cols)
     for k in (max(rows, cols), max(rows, cols) + 3):
         n_tiles = 6

@@ -244,15 +244,27 @@ class SystolicArray(wiring.Component):
                 ]
 
         # Drain: at most one row completes per cycle (tiles are >= R cycles apart), so
-        # the row select is one-hot and an AND-OR mux suffices.
+        # the row select is one-hot and an AND-OR mux suffices. Row r completes when
+        # PE (r, C-1) is done, C-1-c cycles after PE (r, c) (the grid never stops), so
+        # each PE's result is selected by its own ``done`` delayed to that cycle: no select
+        # net reaches across a row (on the ECP5-85F 8x8 that net to 256 AND gates was the
+        # critical path).
         row = Signal(data.ArrayLayout(signed(self._acc_width), C))
         row_valid = Signal()
         complete = [pes[r][C - 1].done for r in range(R)]
-        select = 0
-        for r in range(R):
-            results = Cat(pes[r][c].result for c in range(C))
-            select = select | (results & complete[r].replicate(len(results)))
-        m.d.sync += [row.eq(select), row_valid.eq(Cat(complete).any())]
+        columns = []
+        for c in range(C):
+            column = 0
+            for r in range(R):
+                select = pes[r][c].done
+                for n in range(C - 1 - c):
+                    delayed = Signal(name=f"select_{r}_{c}_{n}")
+                    m.d.sync += delayed.eq(select)
+                    select = delayed
+                column = column | (pes[r][c].result.as_unsigned()
+                                   & select.replicate(self._acc_width))
+            columns.append(column)
+        m.d.sync += [row.eq(Cat(columns)), row_valid.eq(Cat(complete).any())]
 
         # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
         # take C * acc_width / 36 blocks for a few dozen rows) and an output register.

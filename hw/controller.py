@@ -172,6 +172,9 @@ class Controller(wiring.Component):
         remaining = Signal(32)
         last_item = Signal()   # remaining == 1, registered
         drop = Signal()
+        # The next LOAD data word ends an item (a buffer word), registered: the item count
+        # and address step on it without decoding the word counters in that cycle.
+        ends_item = Signal()
         load_addr = Signal(32)
         lane_word = Signal(range(max(words_per_lanes(R), words_per_lanes(C), 2)))
         channel = Signal(range(C))
@@ -386,7 +389,8 @@ class Controller(wiring.Component):
                          range_sum.eq(addr + count[:depth_bits]),
                          range_over.eq(big[0] | count[depth_bits:].any()
                                        | (count[:depth_bits] == 0)),
-                         lane_word.eq(0), channel.eq(0), field.eq(0)]
+                         lane_word.eq(0), channel.eq(0), field.eq(0),
+                         ends_item.eq(~is_op(Op.LOAD_PAR) & (words_per_item() == 1))]
             goto("LOAD_RANGE")
 
         with in_state("LOAD_RANGE"):
@@ -411,24 +415,24 @@ class Controller(wiring.Component):
         with in_state("LOAD_DATA"):
             m.d.comb += writing.eq(load_word & ~drop)
             with m.If(command.valid):
-                item_done = Signal()
                 with m.If(is_op(Op.LOAD_PAR)):
                     with m.Switch(field):
                         with m.Case(0):
                             m.d.sync += [bias.eq(word), field.eq(1)]
                         with m.Case(1):
-                            m.d.sync += [m0.eq(word), field.eq(2)]
+                            m.d.sync += [m0.eq(word), field.eq(2),
+                                         ends_item.eq(channel == C - 1)]
                         with m.Default():
-                            m.d.sync += [field.eq(0), channel.eq(channel + 1)]
+                            m.d.sync += [field.eq(0), channel.eq(channel + 1),
+                                         ends_item.eq(0)]
                             with m.If(channel == C - 1):
                                 m.d.sync += channel.eq(0)
-                                m.d.comb += item_done.eq(1)
                 with m.Else():
-                    m.d.sync += lane_word.eq(lane_word + 1)
-                    with m.If(lane_word == words_per_item() - 1):
-                        m.d.sync += lane_word.eq(0)
-                        m.d.comb += item_done.eq(1)
-                with m.If(item_done):
+                    m.d.sync += [lane_word.eq(lane_word + 1),
+                                 ends_item.eq(lane_word == words_per_item() - 2)]
+                    with m.If(ends_item):
+                        m.d.sync += [lane_word.eq(0), ends_item.eq(words_per_item() == 1)]
+                with m.If(ends_item):
                     m.d.sync += [load_addr.eq(load_addr + 1), remaining.eq(remaining - 1),
                                  last_item.eq(remaining == 2)]
                     with m.If(last_item):

@@ -37,7 +37,7 @@ _PRODUCT_LATENCY = MUL_LATENCY + 2
 # Steps of the datapath (see docs/arithmetic.md): the input register, the steps before the
 # multiply, and after it up to the output. Each step ends in a register in the "deep"
 # pipeline.
-_STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LATENCY + 5}
+_STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 6, "single": 1 + 1 + _PRODUCT_LATENCY + 6}
 #: The steps that end in a register, per pipeline and rounding; the others are merged into
 #: the step after them. "compact" has no input register and merges the left shift into the
 #: multiplier's operand stage and the byte and bit shifts of the single rounding: about one
@@ -45,8 +45,8 @@ _STEPS = {"double": 1 + 2 + _PRODUCT_LATENCY + 5, "single": 1 + 1 + _PRODUCT_LAT
 #: (about 3 ns per LUT with its routing, 0.28 ns per carry).
 _REGISTERED = {
     "deep": {r: tuple(range(n)) for r, n in _STEPS.items()},
-    "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 10, 11),
-                "single": (1, 2, 3, 4, 5, 7, 8, 9, 10)},
+    "compact": {"double": (1, 3, 4, 5, 6, 7, 8, 9, 11, 12),
+                "single": (1, 2, 3, 4, 5, 7, 8, 10, 11)},
 }
 PIPELINES = tuple(_REGISTERED)
 
@@ -398,10 +398,12 @@ class Requantizer(wiring.Component):
         # z_out, act_min and act_max are int8, so saturating out to [-256, 255] first does
         # not change the clamped result: beyond that range out + z_out lies beyond
         # [-128, 127] on the same side. out is in it when its bits 8..31 are all equal.
+        # The saturation (a 24-bit reduction) and the addition are separate steps.
         fits = out[8:].all() | ~out[8:].any()
-        near = Mux(fits, out[:9].as_signed(), Mux(out[-1], -256, 255))
-        shifted = stage(k, "shifted", signed(10), near + layer(k).z_out)
+        near = stage(k, "near", signed(9), Mux(fits, out[:9].as_signed(),
+                                                Mux(out[-1], -256, 255)))
+        shifted = stage(k + 1, "shifted", signed(10), near + layer(k + 1).z_out)
         # The last step's register is the output beat (elaborate).
-        params = layer(k + 1)
+        params = layer(k + 2)
         return Mux(shifted < params.act_min, params.act_min,
                    Mux(shifted > params.act_max, params.act_max, shifted))[:8].as_signed()

@@ -394,8 +394,8 @@ def test_signature():
     })
     assert data.Layout.cast(dut.o.payload.shape()) == data.ArrayLayout(signed(8), 3)
     assert (dut.lanes, dut.acc_width, dut.rounding, dut.pipeline, dut.latency) == (
-        3, 20, "double", "deep", 12)
-    assert Requantizer(3, rounding="single").latency == 11
+        3, 20, "double", "deep", 13)
+    assert Requantizer(3, rounding="single").latency == 12
     assert Requantizer(3, pipeline="compact").latency == 10
     assert Requantizer(3, rounding="single", pipeline="compact").latency == 9
 

@@ -12,7 +12,6 @@ from amaranth.lib.wiring import In, Out
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
-from .skid import SkidBuffer
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
            "buffer", "check_config", "ComputeEngine"]
@@ -248,10 +247,14 @@ class ComputeEngine(wiring.Component):
         # buffers read every cycle; a read is issued only with a credit, i.e. room in the
         # beat queue for it and every read still in flight, so nothing on the array side
         # reaches a block RAM, and reads arrive ``L`` cycles later (``L + 2`` entries keep
-        # one beat a cycle going).
-        L = self.read_latency
+        # one beat a cycle going). With ``Plan.feed_slice`` the read data reach the queue
+        # through one more register and the queue's pops return their credits through one
+        # (``transport``): the block RAMs lie across the die from the array, and these
+        # routes then carry no logic; the queue, which feeds the array, sits by it.
+        transport = int(c.resources.feed_slice)
+        L = self.read_latency + transport
         act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
-        depth = L + 2
+        depth = L + 2 + transport
         active = Signal()
         last_k, restart_k, step_k = command_loop("k", "k")
         last_u, restart_u, step_u = command_loop("u", "n_tiles")
@@ -278,9 +281,9 @@ class ComputeEngine(wiring.Component):
             *(b.eq(a) for a, b in zip(flight, flight[1:], strict=False)),
         ]
 
-        def delayed(value, cycles):
+        def delayed(value, cycles, name):
             for n in range(cycles):
-                reg = Signal.like(value, name=f"{value.name}_d{n}")
+                reg = Signal.like(value, name=f"{name}_d{n}")
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
@@ -288,8 +291,8 @@ class ComputeEngine(wiring.Component):
         # The buffer with the shorter latency is delayed to the other's.
         arrival = Signal(entry)
         m.d.comb += [
-            arrival.beat.a.eq(delayed(self.act.data, L - act_l)),
-            arrival.beat.b.eq(delayed(self.wgt.data, L - wgt_l)),
+            arrival.beat.a.eq(delayed(self.act.data, L - act_l, "act_data")),
+            arrival.beat.b.eq(delayed(self.wgt.data, L - wgt_l, "wgt_data")),
             arrival.beat.last.eq(flight[-1].last),
             arrival.end.eq(flight[-1].end),
         ]
@@ -297,15 +300,10 @@ class ComputeEngine(wiring.Component):
         head = Signal(range(depth))
         tail = Signal(range(depth))
         count = Signal(range(depth + 1))
-        # With ``Plan.feed_slice`` the beats leave through a register slice, so the array's
-        # input handshake never reaches the queue's counters.
-        if c.resources.feed_slice:
-            m.submodules.feed_slice = feed_slice = SkidBuffer(feed_layout(c.rows, c.cols))
-            feed = feed_slice.i
-            wiring.connect(m, feed_slice.o, wiring.flipped(self.feed))
-        else:
-            feed = self.feed
-        pop = feed.valid & feed.ready
+        feed = self.feed
+        pop = Signal()
+        m.d.comb += pop.eq(feed.valid & feed.ready)
+        returned = delayed(pop, transport, "pop")
         out = Signal(entry)
         with m.Switch(head):
             for n, q in enumerate(queue):
@@ -323,7 +321,7 @@ class ComputeEngine(wiring.Component):
         with m.If(pop):
             m.d.sync += head.eq(Mux(head == depth - 1, 0, head + 1))
         m.d.sync += [count.eq(count + flight[-1].valid - pop),
-                     credits.eq(credits - issue + pop)]
+                     credits.eq(credits - issue + returned)]
         with m.If(issue):
             step_k()
             with m.If(last_k):

@@ -171,11 +171,11 @@ class Plan:
         (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
         logic cells are few.
     feed_slice : bool
-        Whether the compute engine's beats reach the systolic array through a register slice
-        (:class:`hw.compute.ComputeEngine`) and the array's ``i.ready`` is a register
-        (``SystolicArray(ready_register=True)``): no path then leads from the array's input
-        state to the feeder's beat queue by the block RAMs, nor back. Not on iCE40, whose
-        UP5K has no logic cells to spare.
+        Whether the compute engine's read data reach its beat queue through one more
+        register and the queue's pops return their credits through one
+        (:class:`hw.compute.ComputeEngine`), and the array's ``i.ready`` is a register
+        (``SystolicArray(ready_register=True)``): no route between the block RAMs and the
+        array then carries logic. Not on iCE40, whose UP5K has no logic cells to spare.
     requant_pipeline : {"deep", "compact"}
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged

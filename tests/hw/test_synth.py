@@ -121,6 +121,7 @@ def test_yosys_cells_reads_the_final_statistics(small):
     (["--pe", "1x1", "--device", "ecp5-85f", "--write-docs", "x.md"], "--results"),
     (["--results", "--only", "ecp5-85f-3x3"], "--only"),
     (["--results", "--write-docs", "/proc/none/fpga.md"], "--write-docs"),
+    (["--pe", "1x1", "--device", "ecp5-85f", "--seeds", "0"], "--seeds"),
 ])
 def test_bad_argument_is_one_line_and_exit_2(args, message):
     result = synth(*args)
@@ -128,6 +129,28 @@ def test_bad_argument_is_one_line_and_exit_2(args, message):
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "error" in lines[0] and message in lines[0], result.stderr
+
+
+def test_seeds_keep_the_best_placement(tmp_path):
+    # A target no placement meets: every seed is tried, and the build is the fastest one.
+    result = synth(*SMALL, "--freq", "1000", "--seeds", "2", "--seed", "5", "--out",
+                   str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [t["seed"] for t in report["seeds"]] == [5, 6]
+    achieved = {}
+    for seed in (5, 6):
+        log = (tmp_path / f"nextpnr-seed{seed}.log").read_text()
+        final = re.findall(r"Max frequency for clock +'[^']*': ([\d.]+) MHz", log)[-1]
+        achieved[seed] = float(final)
+    best = max(achieved, key=achieved.get)
+    assert report["fmax_mhz"] == pytest.approx(achieved[best], abs=0.006)
+    assert not report["timing_met"]
+    commands = report["commands"]["nextpnr"]
+    assert commands[commands.index("--seed") + 1] == str(best)
+    assert (tmp_path / "nextpnr.log").read_text() == (
+        tmp_path / f"nextpnr-seed{best}.log").read_text()
+    assert f"seed {best} of 2 tried" in result.stdout
 
 
 def test_tool_failure_names_the_error_and_the_log(tmp_path):

@@ -181,7 +181,7 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return self.read_latency + 3 + self._config.resources.feed_slice
+        return self.read_latency + 3 + 2 * self._config.resources.feed_slice
 
     def elaborate(self, platform):
         m = Module()
@@ -248,9 +248,9 @@ class ComputeEngine(wiring.Component):
         # beat queue for it and every read still in flight, so nothing on the array side
         # reaches a block RAM, and reads arrive ``L`` cycles later (``L + 2`` entries keep
         # one beat a cycle going). With ``Plan.feed_slice`` the read data reach the queue
-        # through one more register and the queue's pops return their credits through one
-        # (``transport``): the block RAMs lie across the die from the array, and these
-        # routes then carry no logic; the queue, which feeds the array, sits by it.
+        # through one more register, the queue's pops return their credits through one
+        # (``transport``) and its head beat leaves through one: the block RAMs lie across
+        # the die from the array, and no route between them then carries logic.
         transport = int(c.resources.feed_slice)
         L = self.read_latency + transport
         act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
@@ -302,17 +302,24 @@ class ComputeEngine(wiring.Component):
         count = Signal(range(depth + 1))
         feed = self.feed
         pop = Signal()
-        m.d.comb += pop.eq(feed.valid & feed.ready)
         returned = delayed(pop, transport, "pop")
         out = Signal(entry)
         with m.Switch(head):
             for n, q in enumerate(queue):
                 with m.Case(n):
                     m.d.comb += out.eq(q)
-        m.d.comb += [
-            feed.valid.eq(count != 0),
-            feed.payload.eq(out.beat),
-        ]
+        if transport:
+            # The head beat leaves through a register: the route to the array, across the
+            # die from the queue by the block RAMs, starts at a register.
+            m.d.comb += pop.eq((~feed.valid | feed.ready) & (count != 0))
+            with m.If(~feed.valid | feed.ready):
+                m.d.sync += [feed.valid.eq(count != 0), feed.payload.eq(out.beat)]
+        else:
+            m.d.comb += [
+                pop.eq(feed.valid & feed.ready),
+                feed.valid.eq(count != 0),
+                feed.payload.eq(out.beat),
+            ]
         with m.If(flight[-1].valid):
             for n, q in enumerate(queue):
                 with m.If(tail == n):

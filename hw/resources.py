@@ -172,8 +172,9 @@ class Plan:
         logic cells are few.
     feed_slice : bool
         Whether the compute engine's read data reach its beat queue through one more
-        register and the queue's pops return their credits through one
-        (:class:`hw.compute.ComputeEngine`), and the array's ``i.ready`` is a register
+        register, the queue's pops return their credits through one and its head beat
+        leaves through one (:class:`hw.compute.ComputeEngine`), and the array's ``i.ready``
+        is a register
         (``SystolicArray(ready_register=True)``): no route between the block RAMs and the
         array then carries logic. Not on iCE40, whose UP5K has no logic cells to spare.
     requant_pipeline : {"deep", "compact"}

@@ -40,14 +40,14 @@ from .pe import PE, Operand, pe_latency
 __all__ = ["SystolicArray", "array_latency", "fifo_depth"]
 
 
-def array_latency(cols, product_register=False):
+def array_latency(cols, product_register=False, ready_register=False):
     """:attr:`SystolicArray.latency` of an array of ``cols`` columns."""
-    return cols + pe_latency(product_register) + 3
+    return cols + pe_latency(product_register) + 3 + bool(ready_register)
 
 
-def fifo_depth(rows, cols, product_register=False):
+def fifo_depth(rows, cols, product_register=False, ready_register=False):
     """:attr:`SystolicArray.fifo_depth` of an R x C array."""
-    return rows + array_latency(cols, product_register) - 1
+    return rows + array_latency(cols, product_register, ready_register) - 1
 
 
 class SystolicArray(wiring.Component):
@@ -74,9 +74,12 @@ class SystolicArray(wiring.Component):
     product_register : bool
         ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
     ready_register : bool
-        Make ``i.ready`` a register: a beat offered while the input stage holds a ``last``
-        beat back waits in a spare register beside it (a skid buffer), so the array's
-        state logic never reaches the producer. The latency does not change.
+        Make ``i.ready`` a register and take each beat into a register with no logic in
+        front of it (one more cycle of latency): beats that arrive while the input stage
+        holds a ``last`` beat back wait in two spare registers beside it, and ``i.ready`` is
+        low while one does. No state logic of the array then reaches the producer, nor any
+        of the producer's logic the array's input registers, whatever lies between them on
+        the die.
 
     Members
     -------
@@ -155,9 +158,10 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
 
-        Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
+        Input stage 1 (2 with ``ready_register``), grid to PE (0, C-1) ``C - 1``, PE
+        latency, row register 1, FIFO 2.
         """
-        return array_latency(self._cols, self._product_register)
+        return array_latency(self._cols, self._product_register, self._ready_register)
 
     @property
     def fifo_depth(self):
@@ -167,7 +171,8 @@ class SystolicArray(wiring.Component):
         rows of earlier tiles whose credits return within the next ``latency - 1 + R -
         max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more.
         """
-        return fifo_depth(self._rows, self._cols, self._product_register)
+        return fifo_depth(self._rows, self._cols, self._product_register,
+                          self._ready_register)
 
     def elaborate(self, platform):
         m = Module()
@@ -191,17 +196,32 @@ class SystolicArray(wiring.Component):
             reserve.eq(advance & stage.last),
         ]
         if self._ready_register:
-            spare = Signal.like(self.i.payload, name="spare")
-            spare_valid = Signal()
-            incoming = self.i.valid & ~spare_valid
-            m.d.comb += self.i.ready.eq(~spare_valid)
+            # A beat taken in cycle t sits in ``taken`` in cycle t + 1, then moves on to the
+            # stage or the first free spare. ``i.ready`` is high only while both spares are
+            # free, so the beat in ``taken`` and the one taken with that ready always find
+            # room.
+            taken = Signal.like(self.i.payload, name="taken")
+            taken_valid = Signal()
+            spares = [Signal.like(self.i.payload, name=f"spare{n}") for n in range(2)]
+            spare_valid = [Signal(name=f"spare{n}_valid") for n in range(2)]
+            m.d.comb += self.i.ready.eq(~spare_valid[0])
+            m.d.sync += [taken.eq(self.i.payload),
+                         taken_valid.eq(self.i.valid & self.i.ready)]
             with m.If(stage_free):
-                with m.If(spare_valid):
-                    m.d.sync += [stage.eq(spare), stage_valid.eq(1), spare_valid.eq(0)]
+                with m.If(spare_valid[0]):
+                    m.d.sync += [stage.eq(spares[0]), stage_valid.eq(1)]
+                    with m.If(spare_valid[1]):
+                        m.d.sync += [spares[0].eq(spares[1]), spares[1].eq(taken),
+                                     spare_valid[1].eq(taken_valid)]
+                    with m.Else():
+                        m.d.sync += [spares[0].eq(taken), spare_valid[0].eq(taken_valid)]
                 with m.Else():
-                    m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(incoming)]
-            with m.Elif(incoming):
-                m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
+                    m.d.sync += [stage.eq(taken), stage_valid.eq(taken_valid)]
+            with m.Elif(taken_valid):
+                with m.If(~spare_valid[0]):
+                    m.d.sync += [spares[0].eq(taken), spare_valid[0].eq(1)]
+                with m.Else():
+                    m.d.sync += [spares[1].eq(taken), spare_valid[1].eq(1)]
         else:
             m.d.comb += self.i.ready.eq(stage_free)
             with m.If(stage_free):

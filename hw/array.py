@@ -73,6 +73,8 @@ class SystolicArray(wiring.Component):
         Yosys ``ram_style`` of the output FIFO's rows (None: Yosys chooses).
     product_register : bool
         ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
+    replica : {None, "ecp5"}
+        ``replica`` of every PE (:class:`hw.pe.PE`): how its flag registers are built.
     ready_register : bool
         Make ``i.ready`` a register and take each beat into a register with no logic in
         front of it (one more cycle of latency): beats that arrive while the input stage
@@ -95,7 +97,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
-                 product_register=False, ready_register=False):
+                 product_register=False, ready_register=False, replica=None):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -116,6 +118,7 @@ class SystolicArray(wiring.Component):
         self._fifo_ram = fifo_ram
         self._product_register = bool(product_register)
         self._ready_register = bool(ready_register)
+        self._replica = replica
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -253,7 +256,8 @@ class SystolicArray(wiring.Component):
         north = [skewed(stage.b[c], c, "b") for c in range(C)]
 
         pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c],
-                   product_register=self._product_register) for c in range(C)]
+                   product_register=self._product_register, replica=self._replica)
+                for c in range(C)]
                for r in range(R)]
         for r in range(R):
             for c in range(C):

@@ -1,10 +1,12 @@
 """Double-banked on-chip buffers: one write port, one synchronous read port, two banks."""
 
-from amaranth import Cat, ClockSignal, Instance, Module, Mux, Shape, Signal
+from amaranth import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from .vendor import kept_register
 
 __all__ = ["BankedBuffer", "bank_addr_width"]
 
@@ -173,18 +175,7 @@ class BankedBuffer(wiring.Component):
     def _register(self, m, value, name, en=1, copy=False):
         """``value`` registered (clock enable ``en``); a ``copy`` of a register other lanes
         also have is a kept vendor flip-flop where ``replica`` asks for one."""
-        reg = Signal(len(value), name=name)
-        if not (copy and self._replica == "ecp5"):
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
-        for n in range(len(value)):
-            m.submodules[f"{name}_ff{n}"] = Instance(
-                "TRELLIS_FF", a_keep=1,
-                p_GSR="DISABLED", p_CEMUX="CE", p_CLKMUX="CLK", p_LSRMUX="LSR",
-                p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
-                i_CLK=ClockSignal(), i_CE=en, i_LSR=0, i_DI=value[n], o_Q=reg[n])
-        return reg
+        return kept_register(m, value, name, en=en, family=self._replica if copy else None)
 
     def _elaborate_lanes(self, m, read_data):
         lanes = self._shape.length

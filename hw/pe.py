@@ -10,11 +10,12 @@ accumulator starts the next tile from zero in the same cycle, so tiles follow ea
 without a bubble (see ``docs/architecture.md``).
 """
 
-from amaranth.hdl import Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .mul import LATENCY, Multiplier, check_impl
+from .vendor import kept_register
 
 __all__ = ["Operand", "PE", "pe_latency"]
 
@@ -47,6 +48,11 @@ class PE(wiring.Component):
         Accumulator bits, at least 16 (one int8 x int8 product).
     multiplier : {"dsp", "ecp5", "logic"}
         How the product is built (:class:`hw.mul.Multiplier`); the results are the same.
+    replica : {None, "ecp5"}
+        How the operands' flags and the step's flags are registered
+        (:func:`hw.vendor.kept_register`): every PE on an anti-diagonal sees the same flags
+        in the same cycles, and Yosys would merge their registers into one per
+        anti-diagonal that drives PEs across the array. The results are the same.
     product_register : bool
         Register the product once more before the accumulator (one more cycle of
         :attr:`latency`): a DSP block sits in a row of DSP blocks that may lie far from
@@ -70,13 +76,15 @@ class PE(wiring.Component):
         High for one cycle when ``result`` has just taken a new sum.
     """
 
-    def __init__(self, acc_width=32, *, multiplier="dsp", product_register=False):
+    def __init__(self, acc_width=32, *, multiplier="dsp", product_register=False,
+                 replica=None):
         if not isinstance(acc_width, int) or acc_width < 16:
             raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
         self._acc_width = acc_width
         check_impl(multiplier)
         self._multiplier = multiplier
         self._product_register = bool(product_register)
+        self._replica = replica
         super().__init__({
             "a": In(Operand),
             "b": In(Operand),
@@ -113,9 +121,9 @@ class PE(wiring.Component):
         step = self.a.valid & self.b.valid
         last = self.a.last & self.b.last
         for n in range(mul.latency + self._product_register):
-            step_d, last_d = Signal(name=f"step_{n}"), Signal(name=f"last_{n}")
-            m.d.sync += [step_d.eq(step), last_d.eq(last)]
-            step, last = step_d, last_d
+            flags = kept_register(m, Cat(step, last), f"flags_{n}", family=self._replica,
+                                  reset=True)
+            step, last = flags[0], flags[1]
 
         total = Signal(signed(self._acc_width))
         # The domain's reset is folded into the accumulator's own clock enable and clear:
@@ -127,10 +135,14 @@ class PE(wiring.Component):
         m.d.comb += total.eq(acc + product)
 
         m.d.sync += [
-            self.a_out.eq(self.a),
-            self.b_out.eq(self.b),
+            self.a_out.data.eq(self.a.data),
+            self.b_out.data.eq(self.b.data),
             self.done.eq(step & last),
         ]
+        for port, out, name in ((self.a, self.a_out, "a_flags"), (self.b, self.b_out, "b_flags")):
+            flags = kept_register(m, Cat(port.valid, port.last), name, family=self._replica,
+                                  reset=True)
+            m.d.comb += [out.valid.eq(flags[0]), out.last.eq(flags[1])]
         with m.If(step | reset):
             m.d.sync += acc.eq(Mux(last | reset, 0, total))
         with m.If(step & last):

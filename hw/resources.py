@@ -159,6 +159,9 @@ class Plan:
         (``BankedBuffer(output_register=...)``).
     replica : {None, "ecp5"}
         How the buffers' per-lane register copies are built (``BankedBuffer(replica=...)``).
+    flag_replica : {None, "ecp5"}
+        How the PEs' flag registers are built (``PE(replica=...)``): kept ``TRELLIS_FF``
+        on ECP5, so each PE keeps its own.
     groups : dict
         Lanes per memory of each latency-2 buffer (:func:`lane_groups`).
     response_slices : {1, 2}
@@ -198,6 +201,7 @@ class Plan:
     buffer_latency: int = 1
     output_register: bool = False
     replica: str | None = None
+    flag_replica: str | None = None
     groups: dict | None = None
 
     def buffer_ram(self, name):
@@ -328,6 +332,7 @@ def plan(config):
         product_register=product_register,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
+        flag_replica="ecp5" if family == "ecp5" else None,
         groups=groups)
 
 

@@ -1,6 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """PE on the Amaranth simulator: every finished tile's ``result`` == its int64 dot product."""
 
+import re
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -146,3 +148,28 @@ def test_interface():
     assert pe.acc_width == 20 and pe.latency == 3 and pe.multiplier == "dsp"
     assert len(pe.result) == 20 and pe.result.shape().signed
     assert len(pe.a.data) == 8 and pe.a.data.shape().signed
+
+
+def test_ecp5_flag_registers_are_kept_vendor_flip_flops():
+    # Every PE of an anti-diagonal has the same flags; as kept TRELLIS_FFs Yosys cannot
+    # merge them across PEs. Two operand flags and two step flags per multiplier stage.
+    from amaranth.back import verilog
+
+    pe = PE(multiplier="ecp5", product_register=True, replica="ecp5")
+    text = verilog.convert(pe, name="pe")
+    kept = re.findall(r"\(\* keep = 32'd1 \*\)\s*(?:\(\* src = [^*]*\*\)\s*)?TRELLIS_FF",
+                      text)
+    # The multiplier's stages and the product register (latency - 1 stages before the
+    # accumulator), two flags each, and the two flags of each operand passed on.
+    assert len(kept) == 2 * (pe.latency - 1) + 2 * 2
+    assert "TRELLIS_FF" not in verilog.convert(PE(multiplier="ecp5"), name="pe")
+    with pytest.raises(ValueError, match="family"):
+        elaborate_with_family("xilinx")
+
+
+def elaborate_with_family(family):
+    from amaranth import Module, Signal
+
+    from hw.vendor import kept_register
+
+    return kept_register(Module(), Signal(2), "x", family=family)

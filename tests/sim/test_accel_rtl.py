@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The whole accelerator on Verilator: rtl(program) == golden(layer), responses == ISA model.
 
 Programs come from ``hw.driver``; ``sim.tb.accel_tb`` drives them into ``hw.top.Accelerator``

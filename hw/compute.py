@@ -181,7 +181,7 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return self.read_latency + 3 + 2 * self._config.resources.feed_slice
+        return self.read_latency + 3 + 2 * self._config.resources.feed_transport
 
     def elaborate(self, platform):
         m = Module()
@@ -247,11 +247,11 @@ class ComputeEngine(wiring.Component):
         # buffers read every cycle; a read is issued only with a credit, i.e. room in the
         # beat queue for it and every read still in flight, so nothing on the array side
         # reaches a block RAM, and reads arrive ``L`` cycles later (``L + 2`` entries keep
-        # one beat a cycle going). With ``Plan.feed_slice`` the read data reach the queue
+        # one beat a cycle going). With ``Plan.feed_transport`` the read data reach the queue
         # through one more register, the queue's pops return their credits through one
         # (``transport``) and its head beat leaves through one: the block RAMs lie across
         # the die from the array, and no route between them then carries logic.
-        transport = int(c.resources.feed_slice)
+        transport = int(c.resources.feed_transport)
         L = self.read_latency + transport
         act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
         depth = L + 2 + transport

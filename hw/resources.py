@@ -173,7 +173,7 @@ class Plan:
         Whether every PE registers its product once more before its accumulator
         (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
         logic cells are few.
-    feed_slice : bool
+    feed_transport : bool
         Whether the compute engine's read data reach its beat queue through one more
         register, the queue's pops return their credits through one and its head beat
         leaves through one (:class:`hw.compute.ComputeEngine`), and the array's ``i.ready``
@@ -196,7 +196,7 @@ class Plan:
     spram: dict | None = None
     requant_pipeline: str = "deep"
     response_slices: int = 2
-    feed_slice: bool = True
+    feed_transport: bool = True
     product_register: bool = True
     buffer_latency: int = 1
     output_register: bool = False
@@ -249,7 +249,7 @@ class Plan:
             },
             "requant_pipeline": self.requant_pipeline,
             "response_slices": self.response_slices,
-            "feed_slice": self.feed_slice,
+            "feed_transport": self.feed_transport,
             "pe_product_register": self.product_register,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
@@ -328,7 +328,7 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
-        feed_slice=family != "ice40",
+        feed_transport=family != "ice40",
         product_register=product_register,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,

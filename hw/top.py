@@ -44,7 +44,7 @@ class Accelerator(wiring.Component):
                                     multipliers=resources.pe_multipliers,
                                     fifo_ram=resources.fifo_ram,
                                     product_register=resources.product_register,
-                                    ready_register=resources.feed_slice,
+                                    ready_register=resources.feed_transport,
                                     replica=resources.flag_replica)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
                                     multipliers=resources.requant_multipliers,

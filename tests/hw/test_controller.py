@@ -323,7 +323,7 @@ def test_utilization_back_to_back_tiles():
     # latencies come from the components.
     engine = ComputeEngine(c).latency
     array = SystolicArray(c.rows, c.cols, product_register=c.resources.product_register,
-                          ready_register=c.resources.feed_slice).latency
+                          ready_register=c.resources.feed_transport).latency
     requant = Requantizer(c.cols, rounding=c.rounding).latency
     assert 0 < overhead <= engine + array + 1 + requant + c.rows, cycles
 

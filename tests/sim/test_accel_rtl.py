@@ -525,7 +525,7 @@ def test_bench_measures_a_resident_gemm(tmp_path):
     # other rows of the last tile; the latencies come from the components.
     plan = config.resources
     array = SystolicArray(config.rows, config.cols, product_register=plan.product_register,
-                          ready_register=plan.feed_slice)
+                          ready_register=plan.feed_transport)
     overhead = (ComputeEngine(config).latency + array.latency + buffer_latency(config, "par")
                 + Requantizer(config.cols, rounding=config.rounding).latency + config.rows)
     assert row.ideal == 2 * 2 * 30 <= row.compute <= row.ideal + overhead

@@ -23,9 +23,11 @@ Two rules keep this lossless without stalling the grid, which never stops:
   read before the next tile overwrites them (C) and one tile's rows are drained before the
   next tile's (R).
 
-Both rules only ever hold back a ``last`` beat in the input stage; every other beat passes
-at once. With tiles of ``K >= max(R, C)`` beats and a reader that keeps ``o.ready`` high,
-neither rule bites and the array accepts one beat per cycle.
+Either the array keeps them itself, holding a ``last`` beat back in its input stage (every
+other beat passes at once), or its producer keeps them before the beat even exists
+(``lead``): then ``i`` is always ready and nothing but registers lies between the producer
+and the grid. With tiles of ``K >= max(R, C)`` beats and a reader that keeps ``o.ready``
+high, neither rule bites and the array accepts one beat per cycle.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
@@ -36,18 +38,21 @@ from amaranth.lib.wiring import In, Out
 from .config import MAX_DIM
 from .mul import check_impl
 from .pe import PE, Operand, pe_latency
+from .vendor import kept_register
 
 __all__ = ["SystolicArray", "array_latency", "fifo_depth"]
 
 
-def array_latency(cols, product_register=False, ready_register=False):
+def array_latency(cols, product_register=False):
     """:attr:`SystolicArray.latency` of an array of ``cols`` columns."""
-    return cols + pe_latency(product_register) + 3 + bool(ready_register)
+    return cols + pe_latency(product_register) + 3
 
 
-def fifo_depth(rows, cols, product_register=False, ready_register=False):
+def fifo_depth(rows, cols, product_register=False, lead=None):
     """:attr:`SystolicArray.fifo_depth` of an R x C array."""
-    return rows + array_latency(cols, product_register, ready_register) - 1
+    # The array's own input stage takes a tile's credits the cycle after its ``last`` beat
+    # was on ``i``; a producer up to ``lead`` cycles before.
+    return rows + array_latency(cols, product_register) - 1 + (0 if lead is None else lead + 1)
 
 
 class SystolicArray(wiring.Component):
@@ -75,29 +80,32 @@ class SystolicArray(wiring.Component):
         ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
     replica : {None, "ecp5"}
         ``replica`` of every PE (:class:`hw.pe.PE`): how its flag registers are built.
-    ready_register : bool
-        Make ``i.ready`` a register and take each beat into a register with no logic in
-        front of it (one more cycle of latency): beats that arrive while the input stage
-        holds a ``last`` beat back wait in two spare registers beside it, and ``i.ready`` is
-        low while one does. No state logic of the array then reaches the producer, nor any
-        of the producer's logic the array's input registers, whatever lies between them on
-        the die.
+    lead : int or None
+        None: the array keeps the two rules of this module itself, holding a ``last`` beat
+        back in its input stage. An integer: the producer keeps them. It sends a ``last``
+        beat only once it holds R credits for the tile's rows (it starts with
+        :attr:`fifo_depth` and gets one back per row read from ``o``) and ``max(R, C)``
+        cycles after its previous ``last`` beat, and takes the credits at most ``lead``
+        cycles before the beat is on ``i``: the FIFO holds ``lead`` rows more, so a
+        full-rate stream never waits. ``i`` is then always ready, and each lane takes its
+        operand and its own copy of the flags into a register with nothing in front of it:
+        no logic lies between the producer and the grid, and no flag register serves
+        lanes across the die.
 
     Members
     -------
     i : ``In(stream.Signature(StructLayout({"a": ArrayLayout(signed(8), rows),
-    "b": ArrayLayout(signed(8), cols), "last": 1})))``
+    "b": ArrayLayout(signed(8), cols), "last": 1}), always_ready=lead is not None))``
         One beat per step of a tile. Bubbles are allowed anywhere. ``i.ready`` depends only
         on internal state, never on ``i.valid`` or ``i.payload``; it is low only while a
         ``last`` beat waits in the input stage for FIFO room or for the previous tile's
-        results to be read out of the grid (with ``ready_register``, only once a second
-        beat waits behind it).
+        results to be read out of the grid (never with ``lead``).
     o : ``Out(stream.Signature(ArrayLayout(signed(acc_width), cols)))``
         R beats per tile, row 0 first. Backpressure never loses data.
     """
 
     def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
-                 product_register=False, ready_register=False, replica=None):
+                 product_register=False, lead=None, replica=None):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -117,7 +125,9 @@ class SystolicArray(wiring.Component):
         self._multipliers = multipliers
         self._fifo_ram = fifo_ram
         self._product_register = bool(product_register)
-        self._ready_register = bool(ready_register)
+        if lead is not None and (not isinstance(lead, int) or lead < 0):
+            raise ValueError(f"lead must be None or a non-negative integer, not {lead!r}")
+        self._lead = lead
         self._replica = replica
         self._rows = rows
         self._cols = cols
@@ -127,7 +137,7 @@ class SystolicArray(wiring.Component):
                 "a": data.ArrayLayout(signed(8), rows),
                 "b": data.ArrayLayout(signed(8), cols),
                 "last": 1,
-            }))),
+            }), always_ready=lead is not None)),
             "o": Out(stream.Signature(data.ArrayLayout(signed(acc_width), cols))),
         })
 
@@ -154,6 +164,12 @@ class SystolicArray(wiring.Component):
         return tuple(self._multipliers)
 
     @property
+    def lead(self):
+        """Cycles a producer that keeps the rules may take credits ahead (None: the array
+        keeps them)."""
+        return self._lead
+
+    @property
     def pe_latency(self):
         return pe_latency(self._product_register)
 
@@ -161,10 +177,9 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
 
-        Input stage 1 (2 with ``ready_register``), grid to PE (0, C-1) ``C - 1``, PE
-        latency, row register 1, FIFO 2.
+        Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
         """
-        return array_latency(self._cols, self._product_register, self._ready_register)
+        return array_latency(self._cols, self._product_register)
 
     @property
     def fifo_depth(self):
@@ -172,91 +187,53 @@ class SystolicArray(wiring.Component):
 
         When a ``last`` beat enters ``max(R, C) >= R`` cycles after the previous one, only
         rows of earlier tiles whose credits return within the next ``latency - 1 + R -
-        max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more.
+        max(R, C) <= latency - 1`` cycles are still out; the new tile needs R more. A producer
+        that takes the credits up to ``lead`` cycles before its beat is on ``i``, ``lead + 1``
+        cycles earlier than the array's own input stage would, needs ``lead + 1`` rows more.
         """
-        return fifo_depth(self._rows, self._cols, self._product_register,
-                          self._ready_register)
+        return fifo_depth(self._rows, self._cols, self._product_register, self._lead)
 
     def elaborate(self, platform):
         m = Module()
         R, C = self._rows, self._cols
+        replica = self._replica
 
-        # Input stage: holds a `last` beat back until it may enter the grid.
-        stage = Signal.like(self.i.payload)
-        stage_valid = Signal()
-        gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
-        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
-        # Both rules as registered flags (``gap == max(R, C)``, ``credits >= R``): the input
-        # stage's ready and the operands' valid flags start from registers.
-        spaced = Signal(init=1)
-        room = Signal(init=1)
-        may_end = spaced & room
-        advance = Signal()
-        reserve = Signal()
-        stage_free = ~stage_valid | advance
-        m.d.comb += [
-            advance.eq(stage_valid & (~stage.last | may_end)),
-            reserve.eq(advance & stage.last),
-        ]
-        if self._ready_register:
-            # A beat taken in cycle t sits in ``taken`` in cycle t + 1, then moves on to the
-            # stage or the first free spare. ``i.ready`` is high only while both spares are
-            # free, so the beat in ``taken`` and the one taken with that ready always find
-            # room.
-            taken = Signal.like(self.i.payload, name="taken")
-            taken_valid = Signal()
-            spares = [Signal.like(self.i.payload, name=f"spare{n}") for n in range(2)]
-            spare_valid = [Signal(name=f"spare{n}_valid") for n in range(2)]
-            m.d.comb += self.i.ready.eq(~spare_valid[0])
-            m.d.sync += [taken.eq(self.i.payload),
-                         taken_valid.eq(self.i.valid & self.i.ready)]
-            with m.If(stage_free):
-                with m.If(spare_valid[0]):
-                    m.d.sync += [stage.eq(spares[0]), stage_valid.eq(1)]
-                    with m.If(spare_valid[1]):
-                        m.d.sync += [spares[0].eq(spares[1]), spares[1].eq(taken),
-                                     spare_valid[1].eq(taken_valid)]
-                    with m.Else():
-                        m.d.sync += [spares[0].eq(taken), spare_valid[0].eq(taken_valid)]
-                with m.Else():
-                    m.d.sync += [stage.eq(taken), stage_valid.eq(taken_valid)]
-            with m.Elif(taken_valid):
-                with m.If(~spare_valid[0]):
-                    m.d.sync += [spares[0].eq(taken), spare_valid[0].eq(1)]
-                with m.Else():
-                    m.d.sync += [spares[1].eq(taken), spare_valid[1].eq(1)]
-        else:
-            m.d.comb += self.i.ready.eq(stage_free)
-            with m.If(stage_free):
-                m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(self.i.valid)]
-        with m.If(reserve):
-            m.d.sync += [gap.eq(1), spaced.eq(self.min_tile_spacing == 1)]
-        with m.Elif(~spaced):
-            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == self.min_tile_spacing - 1)]
-        popped = self.o.valid & self.o.ready
-        next_credits = Signal.like(credits)
-        m.d.comb += next_credits.eq(credits - Mux(reserve, R, 0) + popped)
-        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= R)]
+        def flag_register(value, name):
+            # Every lane carries the same flags: kept apart, so that no register serves
+            # lanes across the die (:func:`hw.vendor.kept_register`).
+            return kept_register(m, value, name, family=replica, reset=True)
 
-        # Skew: row r's activation r cycles late, column c's weight c cycles late.
-        def skewed(lane, index, kind):
-            operand = Signal(Operand, name=f"{kind}{index}_skew0")
-            m.d.comb += [
-                operand.data.eq(lane),
-                operand.valid.eq(advance),
-                operand.last.eq(stage.last),
-            ]
+        def skew(operand, index, kind):
+            """``operand`` delayed ``index`` cycles: row r's activation r cycles late,
+            column c's weight c cycles late."""
             for n in range(1, index + 1):
                 delayed = Signal(Operand, name=f"{kind}{index}_skew{n}")
-                m.d.sync += delayed.eq(operand)
+                flags = flag_register(Cat(operand.valid, operand.last),
+                                      f"{kind}{index}_skew{n}_flags")
+                m.d.sync += delayed.data.eq(operand.data)
+                m.d.comb += [delayed.valid.eq(flags[0]), delayed.last.eq(flags[1])]
                 operand = delayed
             return operand
 
-        west = [skewed(stage.a[r], r, "a") for r in range(R)]
-        north = [skewed(stage.b[c], c, "b") for c in range(C)]
+        if self._lead is None:
+            west, north = self._input_stage(m)
+        else:
+            # The producer keeps the rules: each lane registers its operand and flags.
+            def lane(value, index, kind):
+                operand = Signal(Operand, name=f"{kind}{index}_skew0")
+                flags = flag_register(Cat(self.i.valid, self.i.payload.last),
+                                      f"{kind}{index}_skew0_flags")
+                m.d.sync += operand.data.eq(value)
+                m.d.comb += [operand.valid.eq(flags[0]), operand.last.eq(flags[1])]
+                return operand
+
+            west = [lane(self.i.payload.a[r], r, "a") for r in range(R)]
+            north = [lane(self.i.payload.b[c], c, "b") for c in range(C)]
+        west = [skew(operand, r, "a") for r, operand in enumerate(west)]
+        north = [skew(operand, c, "b") for c, operand in enumerate(north)]
 
         pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c],
-                   product_register=self._product_register, replica=self._replica)
+                   product_register=self._product_register, replica=replica)
                 for c in range(C)]
                for r in range(R)]
         for r in range(R):
@@ -323,3 +300,43 @@ class SystolicArray(wiring.Component):
         m.d.sync += level.eq(level + row_valid - fetch)
 
         return m
+
+    def _input_stage(self, m):
+        """The input stage that keeps the two rules; returns the undelayed operands of the
+        rows and the columns."""
+        R, C = self._rows, self._cols
+        stage = Signal.like(self.i.payload)
+        stage_valid = Signal()
+        gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        # Both rules as registered flags (``gap == max(R, C)``, ``credits >= R``): the input
+        # stage's ready and the operands' valid flags start from registers.
+        spaced = Signal(init=1)
+        room = Signal(init=1)
+        advance = Signal()
+        reserve = Signal()
+        stage_free = ~stage_valid | advance
+        m.d.comb += [
+            advance.eq(stage_valid & (~stage.last | (spaced & room))),
+            reserve.eq(advance & stage.last),
+            self.i.ready.eq(stage_free),
+        ]
+        with m.If(stage_free):
+            m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(self.i.valid)]
+        with m.If(reserve):
+            m.d.sync += [gap.eq(1), spaced.eq(self.min_tile_spacing == 1)]
+        with m.Elif(~spaced):
+            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == self.min_tile_spacing - 1)]
+        popped = self.o.valid & self.o.ready
+        next_credits = Signal.like(credits)
+        m.d.comb += next_credits.eq(credits - Mux(reserve, R, 0) + popped)
+        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= R)]
+
+        def operand(lane, index, kind):
+            value = Signal(Operand, name=f"{kind}{index}_skew0")
+            m.d.comb += [value.data.eq(lane), value.valid.eq(advance),
+                         value.last.eq(stage.last)]
+            return value
+
+        return ([operand(stage.a[r], r, "a") for r in range(R)],
+                [operand(stage.b[c], c, "b") for c in range(C)])

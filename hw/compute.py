@@ -9,12 +9,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from .array import SystolicArray, fifo_depth
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
-           "buffer", "check_config", "ComputeEngine"]
+           "buffer", "systolic_array", "check_config", "ComputeEngine"]
 
 
 def feed_layout(rows, cols):
@@ -39,7 +40,7 @@ def array_ports(config):
     """The ports that face the systolic array and the requantizer (compute engine side)."""
     c = config
     return {
-        "feed": Out(stream.Signature(feed_layout(c.rows, c.cols))),
+        "feed": Out(stream.Signature(feed_layout(c.rows, c.cols), always_ready=True)),
         "acc": In(stream.Signature(data.ArrayLayout(signed(c.acc_width), c.cols))),
         "rq": Out(stream.Signature(requant_layout(c.cols, c.acc_width))),
         "res": In(stream.Signature(data.ArrayLayout(signed(8), c.cols))),
@@ -96,6 +97,21 @@ def buffer_latency(config, name):
     return BankedBuffer.read_latency(**_buffer_options(config, name))
 
 
+def _array_options(config):
+    plan = config.resources
+    return dict(product_register=plan.product_register,
+                lead=max(buffer_latency(config, "act"), buffer_latency(config, "wgt")))
+
+
+def systolic_array(config):
+    """The :class:`~hw.array.SystolicArray` of ``config`` as the resource plan builds it,
+    fed by a :class:`ComputeEngine`, which keeps its rules (``lead``)."""
+    plan = config.resources
+    return SystolicArray(config.rows, config.cols, config.acc_width,
+                         multipliers=plan.pe_multipliers, fifo_ram=plan.fifo_ram,
+                         replica=plan.flag_replica, **_array_options(config))
+
+
 def check_config(config):
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
@@ -108,10 +124,12 @@ class ComputeEngine(wiring.Component):
     ``wgt_addr + u*K + k`` for t-major, u-minor tiles and k in 0..K-1, and streams them to
     the array with ``last`` on k = K-1, except in a partial COMPUTE (one tile, ``partial``
     set): it streams its K beats without ``last``, so the array goes on accumulating them
-    into the tile the next COMPUTE continues, and it is done once its last beat has entered
-    the array. Its read ports are enabled exactly when the beat on
-    ``feed`` moves on (or there is none), so the one-cycle read latency costs no bubble and
-    a stalled beat holds. Each array output row is registered together with a read of its
+    into the tile the next COMPUTE continues, and it is done once its last beat is on
+    ``feed``. It keeps the array's rules itself (:class:`~hw.array.SystolicArray` with
+    ``lead`` the read latency, :func:`systolic_array`): the read of a ``last`` beat waits
+    until the array's output FIFO has room for the tile's rows and the previous tile is far
+    enough ahead, and every beat reaches ``feed`` exactly the read latency after its read,
+    never held back. Each array output row is registered together with a read of its
     parameter group and passed to the requantizer; each requantized row is written to
     ``out_addr + (t*R + i)*n_tiles + u``. ``busy`` drops in the cycle after the last write
     (after the last beat of a partial COMPUTE).
@@ -139,8 +157,8 @@ class ComputeEngine(wiring.Component):
         Read ports of the activation, weight and parameter buffers (bank in ``running``).
     out : :py:`In(WritePort.Signature(...))`
         Write port of the output buffer.
-    feed : :py:`Out(stream.Signature(feed_layout(R, C)))`
-        To the systolic array.
+    feed : :py:`Out(stream.Signature(feed_layout(R, C), always_ready=True))`
+        To the systolic array built by :func:`systolic_array`.
     acc : :py:`In(stream.Signature(data.ArrayLayout(signed(acc_width), C)))`
         From the systolic array.
     rq : :py:`Out(stream.Signature(requant_layout(C, acc_width)))`
@@ -181,7 +199,7 @@ class ComputeEngine(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a command to its first beat on ``feed``."""
-        return self.read_latency + 3 + 2 * self._config.resources.feed_transport
+        return self.read_latency + 2
 
     def elaborate(self, platform):
         m = Module()
@@ -244,17 +262,17 @@ class ComputeEngine(wiring.Component):
             return last, lambda: restart(ends[field], ones[field]), step
 
         # Tile feeder: the loop counters name the beat whose read is issued next. The
-        # buffers read every cycle; a read is issued only with a credit, i.e. room in the
-        # beat queue for it and every read still in flight, so nothing on the array side
-        # reaches a block RAM, and reads arrive ``L`` cycles later (``L + 2`` entries keep
-        # one beat a cycle going). With ``Plan.feed_transport`` the read data reach the queue
-        # through one more register, the queue's pops return their credits through one
-        # (``transport``) and its head beat leaves through one: the block RAMs lie across
-        # the die from the array, and no route between them then carries logic.
-        transport = int(c.resources.feed_transport)
-        L = self.read_latency + transport
+        # buffers read every cycle, and every issued read reaches ``feed`` ``L`` cycles later
+        # (the read latency), with nothing but registers on the way: the feeder keeps the
+        # array's two rules itself (``SystolicArray(lead=L)``), so the array never holds a
+        # beat back. A ``last`` beat is issued only with R credits for its rows in the
+        # array's output FIFO (one back per row the parameter join takes) and ``max(R, C)``
+        # cycles after the previous one; other beats are issued at once. The block RAMs
+        # lie across the die from the array, and no route between them carries logic.
+        L = self.read_latency
         act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
-        depth = L + 2 + transport
+        spacing = max(c.rows, c.cols)
+        fifo = fifo_depth(c.rows, c.cols, **_array_options(c))
         active = Signal()
         last_k, restart_k, step_k = command_loop("k", "k")
         last_u, restart_u, step_u = command_loop("u", "n_tiles")
@@ -262,21 +280,36 @@ class ComputeEngine(wiring.Component):
         act_ptr = Signal(range(c.act_depth + 1))
         act_block = Signal.like(act_ptr)
         wgt_ptr = Signal(range(c.wgt_depth + 1))
-        credits = Signal(range(depth + 1), init=depth)
+        # Both rules as registered flags, as in the array's own input stage.
+        gap = Signal(range(spacing + 1), init=spacing)
+        spaced = Signal(init=1)
+        credits = Signal(range(fifo + 1), init=fifo)
+        room = Signal(init=1)
+        ending = Signal()
         issue = Signal()
-        entry = data.StructLayout({"beat": feed_layout(c.rows, c.cols), "end": 1})
+        reserve = Signal()
+        take = self.acc.valid & self.acc.ready
         flight = [Signal(data.StructLayout({"valid": 1, "last": 1, "end": 1}),
                          name=f"flight{n}") for n in range(L)]
         m.d.comb += [
-            issue.eq(active & (credits != 0)),
+            ending.eq(last_k & ~run.partial),
+            issue.eq(active & (~ending | (spaced & room))),
+            reserve.eq(issue & ending),
             self.act.en.eq(1),
             self.act.addr.eq(act_ptr),
             self.wgt.en.eq(1),
             self.wgt.addr.eq(wgt_ptr),
         ]
+        with m.If(reserve):
+            m.d.sync += [gap.eq(1), spaced.eq(spacing == 1)]
+        with m.Elif(~spaced):
+            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == spacing - 1)]
+        next_credits = Signal.like(credits)
+        m.d.comb += next_credits.eq(credits - Mux(reserve, c.rows, 0) + take)
+        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= c.rows)]
         m.d.sync += [
             flight[0].valid.eq(issue),
-            flight[0].last.eq(last_k & ~run.partial),
+            flight[0].last.eq(ending),
             flight[0].end.eq(last_k & last_u & last_t),
             *(b.eq(a) for a, b in zip(flight, flight[1:], strict=False)),
         ]
@@ -289,46 +322,13 @@ class ComputeEngine(wiring.Component):
             return value
 
         # The buffer with the shorter latency is delayed to the other's.
-        arrival = Signal(entry)
-        m.d.comb += [
-            arrival.beat.a.eq(delayed(self.act.data, L - act_l, "act_data")),
-            arrival.beat.b.eq(delayed(self.wgt.data, L - wgt_l, "wgt_data")),
-            arrival.beat.last.eq(flight[-1].last),
-            arrival.end.eq(flight[-1].end),
-        ]
-        queue = [Signal(entry, name=f"beat{n}") for n in range(depth)]
-        head = Signal(range(depth))
-        tail = Signal(range(depth))
-        count = Signal(range(depth + 1))
         feed = self.feed
-        pop = Signal()
-        returned = delayed(pop, transport, "pop")
-        out = Signal(entry)
-        with m.Switch(head):
-            for n, q in enumerate(queue):
-                with m.Case(n):
-                    m.d.comb += out.eq(q)
-        if transport:
-            # The head beat leaves through a register: the route to the array, across the
-            # die from the queue by the block RAMs, starts at a register.
-            m.d.comb += pop.eq((~feed.valid | feed.ready) & (count != 0))
-            with m.If(~feed.valid | feed.ready):
-                m.d.sync += [feed.valid.eq(count != 0), feed.payload.eq(out.beat)]
-        else:
-            m.d.comb += [
-                pop.eq(feed.valid & feed.ready),
-                feed.valid.eq(count != 0),
-                feed.payload.eq(out.beat),
-            ]
-        with m.If(flight[-1].valid):
-            for n, q in enumerate(queue):
-                with m.If(tail == n):
-                    m.d.sync += q.eq(arrival)
-            m.d.sync += tail.eq(Mux(tail == depth - 1, 0, tail + 1))
-        with m.If(pop):
-            m.d.sync += head.eq(Mux(head == depth - 1, 0, head + 1))
-        m.d.sync += [count.eq(count + flight[-1].valid - pop),
-                     credits.eq(credits - issue + returned)]
+        m.d.comb += [
+            feed.valid.eq(flight[-1].valid),
+            feed.payload.a.eq(delayed(self.act.data, L - act_l, "act_data")),
+            feed.payload.b.eq(delayed(self.wgt.data, L - wgt_l, "wgt_data")),
+            feed.payload.last.eq(flight[-1].last),
+        ]
         with m.If(issue):
             step_k()
             with m.If(last_k):
@@ -346,8 +346,8 @@ class ComputeEngine(wiring.Component):
                     m.d.sync += [wgt_ptr.eq(wgt_ptr + 1), act_ptr.eq(act_block)]
             with m.Else():
                 m.d.sync += [act_ptr.eq(act_ptr + 1), wgt_ptr.eq(wgt_ptr + 1)]
-        # A partial COMPUTE writes no rows: it is done when its last beat is taken.
-        with m.If(run.partial & pop & out.end):
+        # A partial COMPUTE writes no rows: it is done when its last beat is on ``feed``.
+        with m.If(run.partial & flight[-1].valid & flight[-1].end):
             m.d.sync += self.busy.eq(0)
         with m.If(start):
             restart_k()
@@ -366,7 +366,6 @@ class ComputeEngine(wiring.Component):
         last_pu, restart_pu, step_pu = command_loop("p_u", "n_tiles")
         par_ptr = Signal(range(c.par_depth + 1))
         move = Signal()
-        take = self.acc.valid & self.acc.ready
         m.d.comb += [
             move.eq(~p_valid[-1] | self.rq.ready),
             self.acc.ready.eq(move),

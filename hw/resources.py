@@ -173,13 +173,6 @@ class Plan:
         Whether every PE registers its product once more before its accumulator
         (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
         logic cells are few.
-    feed_transport : bool
-        Whether the compute engine's read data reach its beat queue through one more
-        register, the queue's pops return their credits through one and its head beat
-        leaves through one (:class:`hw.compute.ComputeEngine`), and the array's ``i.ready``
-        is a register
-        (``SystolicArray(ready_register=True)``): no route between the block RAMs and the
-        array then carries logic. Not on iCE40, whose UP5K has no logic cells to spare.
     requant_pipeline : {"deep", "compact"}
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
@@ -196,7 +189,6 @@ class Plan:
     spram: dict | None = None
     requant_pipeline: str = "deep"
     response_slices: int = 2
-    feed_transport: bool = True
     product_register: bool = True
     buffer_latency: int = 1
     output_register: bool = False
@@ -249,7 +241,6 @@ class Plan:
             },
             "requant_pipeline": self.requant_pipeline,
             "response_slices": self.response_slices,
-            "feed_transport": self.feed_transport,
             "pe_product_register": self.product_register,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
@@ -317,8 +308,13 @@ def plan(config):
     if family is not None:
         if fifo_ram == "block":
             from .array import fifo_depth
+            from .buffers import BankedBuffer
 
-            rows = fifo_depth(c.rows, c.cols, product_register) - 1
+            # The compute engine takes the FIFO's credits its read latency ahead.
+            lead = max(BankedBuffer.read_latency(latency=latency, output_register=output_register,
+                                                 ram="spram" if name in spram else "block")
+                       for name in ("act", "wgt"))
+            rows = fifo_depth(c.rows, c.cols, product_register, lead) - 1
             buffers["array_fifo"] = block_rams(family, rows, 1, c.cols * c.acc_width, False)
     return Plan(
         device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
@@ -328,7 +324,6 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
-        feed_transport=family != "ice40",
         product_register=product_register,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,

@@ -4,7 +4,7 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .array import SystolicArray
+from .compute import systolic_array
 from .config import AcceleratorConfig
 from .controller import Controller
 from .host import WORD, HostToWords, WordsToHost
@@ -40,12 +40,7 @@ class Accelerator(wiring.Component):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self._config = config
         resources = config.resources
-        self._array = SystolicArray(config.rows, config.cols, config.acc_width,
-                                    multipliers=resources.pe_multipliers,
-                                    fifo_ram=resources.fifo_ram,
-                                    product_register=resources.product_register,
-                                    ready_register=resources.feed_transport,
-                                    replica=resources.flag_replica)
+        self._array = systolic_array(config)
         self._requant = Requantizer(config.cols, config.acc_width, config.rounding,
                                     multipliers=resources.requant_multipliers,
                                     pipeline=resources.requant_pipeline)

@@ -86,15 +86,6 @@ def test_random_tiles_with_bubbles_and_backpressure(rows, cols):
     check(SystolicArray(rows, cols), tiles, seed=1, p_idle=0.3, p_stall=0.4)
 
 
-@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (3, 5), (4, 4)])
-def test_ready_register_with_bubbles_and_backpressure(rows, cols):
-    rng = np.random.default_rng(rows * 10 + cols)
-    ks = tile_lengths(rows, cols)
-    tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
-    dut = SystolicArray(rows, cols, ready_register=True, product_register=True)
-    check(dut, tiles, seed=2, p_idle=0.3, p_stall=0.4)
-
-
 @pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4), (3, 5)])
 def test_random_tiles_full_rate(rows, cols, product_register):
@@ -125,23 +116,22 @@ def test_near_accumulator_limit():
     np.testing.assert_array_equal(rows_out, expected)
 
 
-@pytest.mark.parametrize("ready_register", [False, True])
-def test_no_loss_when_output_blocked(ready_register):
+def test_no_loss_when_output_blocked():
     # The reader sleeps while many short tiles arrive: the FIFO fills, i.ready must drop.
     rows, cols = 3, 4
     rng = np.random.default_rng(3)
     tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
-    dut = SystolicArray(rows, cols, ready_register=ready_register)
+    dut = SystolicArray(rows, cols)
     sent, _ = check(dut, tiles, ready_after=300, p_stall=0.5)
     assert sent[-1] >= 300, "input kept flowing although the output was blocked"
 
 
-@pytest.mark.parametrize("registers", [False, True])
+@pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
-def test_one_beat_per_cycle(rows, cols, registers):
+def test_one_beat_per_cycle(rows, cols, product_register):
     # With K >= max(R, C) and no bubbles or backpressure nothing ever stalls: T tiles of K
     # beats take T * K cycles to enter and the last row leaves latency + R - 1 cycles later.
-    dut = SystolicArray(rows, cols, product_register=registers, ready_register=registers)
+    dut = SystolicArray(rows, cols, product_register=product_register)
     rng = np.random.default_rng(rows + 10 * cols)
     for k in (max(rows, cols), max(rows, cols) + 3):
         n_tiles = 6
@@ -170,6 +160,7 @@ def test_short_tiles_spaced(rows, cols):
     ({"rows": 4, "cols": 65}, r"^cols must be an integer in 1\.\.64, not 65$"),
     ({"rows": 4, "cols": "4"}, r"^cols must be an integer in 1\.\.64, not '4'$"),
     ({"rows": 4, "cols": 4, "acc_width": 15}, r"^acc_width must be an integer of at least 16"),
+    ({"rows": 4, "cols": 4, "lead": -1}, r"^lead must be None or a non-negative integer"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -201,3 +192,97 @@ def test_bad_multipliers():
         SystolicArray(2, 2, multipliers=["dsp"] * 3)
     with pytest.raises(ValueError, match=r"^Multiplier must be one of"):
         SystolicArray(1, 1, multipliers=["fast"])
+
+
+def run_producer(dut, tiles, *, seed=0, p_idle=0.0, p_stall=0.0, ready_after=0):
+    """Stream ``tiles`` into an array built with ``lead``, keeping its rules as a producer
+    does (:class:`hw.compute.ComputeEngine`): a ``last`` beat is issued only with R credits
+    and ``max(R, C)`` cycles after the previous one, and is on ``i`` ``lead`` cycles after
+    its issue. Returns (rows, cycles in which beats were issued, cycles of the rows)."""
+    rng = np.random.default_rng(seed)
+    beats = list(beats_of(tiles))
+    rows, lead = dut.rows, dut.lead
+    count = rows * len(tiles)
+    issued, taken, got = [], [], []
+
+    async def bench(ctx):
+        credits, since_last = dut.fifo_depth, dut.min_tile_spacing
+        line = []
+        cycle = 0
+        while len(got) < count:
+            assert cycle < 50 * len(beats) + 1000, "the array stopped answering"
+            beat = None
+            if len(issued) < len(beats) and not rng.random() < p_idle:
+                nxt = beats[len(issued)]
+                if not nxt["last"] or (since_last >= dut.min_tile_spacing and credits >= rows):
+                    beat = nxt
+                    issued.append(cycle)
+                    if nxt["last"]:
+                        credits -= rows
+                        since_last = 0
+            line.append(beat)
+            beat = line.pop(0) if len(line) > lead else None
+            ctx.set(dut.i.valid, beat is not None)
+            if beat is not None:
+                ctx.set(dut.i.payload, beat)
+            ready = cycle >= ready_after and not rng.random() < p_stall
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready:
+                got.append([int(v) for v in payload])
+                taken.append(cycle)
+                credits += 1
+            since_last += 1
+            cycle += 1
+        ctx.set(dut.i.valid, 0)
+        for _ in range(dut.latency + rows + 2):
+            _, _, valid = await ctx.tick().sample(dut.o.valid)
+            assert not valid, "the array produced more rows than tiles asked for"
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    expected = np.concatenate([reference(x, w) for x, w in tiles])
+    np.testing.assert_array_equal(np.array(got, dtype=np.int64), expected)
+    return issued, taken
+
+
+@pytest.mark.parametrize("lead", [0, 3])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (3, 5), (4, 4), (5, 2)])
+def test_producer_keeps_the_rules(rows, cols, lead):
+    # Random bubbles and backpressure, tiles shorter and longer than max(R, C).
+    rng = np.random.default_rng(rows * 10 + cols + lead)
+    ks = tile_lengths(rows, cols)
+    tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
+    dut = SystolicArray(rows, cols, lead=lead, product_register=True)
+    run_producer(dut, tiles, seed=2, p_idle=0.3, p_stall=0.4)
+
+
+@pytest.mark.parametrize("lead", [0, 4])
+def test_producer_no_loss_when_output_blocked(lead):
+    # The reader sleeps while many short tiles are issued: the credits run out, and the
+    # producer must wait for them.
+    rows, cols = 3, 4
+    rng = np.random.default_rng(4)
+    tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
+    dut = SystolicArray(rows, cols, lead=lead)
+    issued, _ = run_producer(dut, tiles, ready_after=300, p_stall=0.5)
+    assert issued[-1] >= 300, "beats kept being issued although the output was blocked"
+
+
+@pytest.mark.parametrize("lead", [0, 2, 5])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
+def test_producer_full_rate(rows, cols, lead):
+    # The FIFO's lead + 1 extra rows keep a full-rate stream from waiting for credits: with
+    # K >= max(R, C) a beat is issued every cycle and rows leave at the array's latency.
+    dut = SystolicArray(rows, cols, product_register=True, lead=lead)
+    assert dut.fifo_depth == SystolicArray(rows, cols, product_register=True).fifo_depth + lead + 1
+    rng = np.random.default_rng(rows + 10 * cols + lead)
+    for k in (max(rows, cols), max(rows, cols) + 3):
+        n_tiles = 6
+        tiles = [random_tile(rng, rows, cols, k) for _ in range(n_tiles)]
+        issued, taken = run_producer(dut, tiles)
+        assert issued == list(range(n_tiles * k))
+        assert taken == [issued[(t + 1) * k - 1] + lead + dut.latency + r
+                         for t in range(n_tiles) for r in range(rows)]

@@ -12,7 +12,7 @@ from amaranth import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from golden.requant import requantize
-from hw.array import SystolicArray
+from hw.array import array_latency
 from hw.compute import ComputeEngine
 from hw.config import AcceleratorConfig
 from hw.controller import Controller
@@ -322,8 +322,7 @@ def test_utilization_back_to_back_tiles():
     # Feeder, array, parameter join, requantizer, the other rows of the last tile; the
     # latencies come from the components.
     engine = ComputeEngine(c).latency
-    array = SystolicArray(c.rows, c.cols, product_register=c.resources.product_register,
-                          ready_register=c.resources.feed_transport).latency
+    array = array_latency(c.cols, c.resources.product_register)
     requant = Requantizer(c.cols, rounding=c.rounding).latency
     assert 0 < overhead <= engine + array + 1 + requant + c.rows, cycles
 

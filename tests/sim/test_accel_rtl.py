@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hw import driver as drv
-from hw.array import SystolicArray
+from hw.array import array_latency
 from hw.compute import ComputeEngine, buffer_latency
 from hw.config import AcceleratorConfig
 from hw.isa import ID_WORDS, STATUS_WORDS, Op
@@ -523,10 +523,9 @@ def test_bench_measures_a_resident_gemm(tmp_path):
     assert row.exact and row.computes == 1
     # Fill and drain: the feeder, the array, the parameter join, the requantizer and the
     # other rows of the last tile; the latencies come from the components.
-    plan = config.resources
-    array = SystolicArray(config.rows, config.cols, product_register=plan.product_register,
-                          ready_register=plan.feed_transport)
-    overhead = (ComputeEngine(config).latency + array.latency + buffer_latency(config, "par")
+    overhead = (ComputeEngine(config).latency
+                + array_latency(config.cols, config.resources.product_register)
+                + buffer_latency(config, "par")
                 + Requantizer(config.cols, rounding=config.rounding).latency + config.rows)
     assert row.ideal == 2 * 2 * 30 <= row.compute <= row.ideal + overhead
     p = row.phases

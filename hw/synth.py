@@ -597,7 +597,9 @@ def run_results(out_root, *, only=None, run=True, log=print):
             report = partial_report(out_dir, device, config)
             if report is None:
                 continue
-        if isinstance(report, dict) and "stage" in report:
+        if isinstance(report, dict) and "error" in report:
+            log(f"{name}: failed in {report['stage']}: {report['error']}")
+        elif isinstance(report, dict) and "stage" in report:
             log(f"{name}: unfinished, in {report['stage']}")
         else:
             log(f"{name}: " + (summary_line(report) if isinstance(report, dict) else report))

@@ -40,7 +40,7 @@ from .mul import check_impl
 from .pe import PE, Operand, pe_latency
 from .vendor import kept_register
 
-__all__ = ["SystolicArray", "array_latency", "fifo_depth"]
+__all__ = ["SystolicArray", "array_latency", "fifo_depth", "tile_rules"]
 
 
 def array_latency(cols, product_register=False):
@@ -53,6 +53,29 @@ def fifo_depth(rows, cols, product_register=False, lead=None):
     # The array's own input stage takes a tile's credits the cycle after its ``last`` beat
     # was on ``i``; a producer up to ``lead`` cycles before.
     return rows + array_latency(cols, product_register) - 1 + (0 if lead is None else lead + 1)
+
+
+def tile_rules(m, rows, cols, depth, reserve, returned):
+    """The array's two rules as registered flags in module ``m``; returns ``may_end``, high
+    when a ``last`` beat may enter (or be issued).
+
+    ``reserve`` is high when a ``last`` beat takes its tile's R credits, ``returned`` when
+    a row leaves the output FIFO of ``depth`` rows. ``may_end`` is ``gap == max(R, C)`` and
+    ``credits >= R``, both kept as registers, so whatever it gates starts from registers.
+    """
+    spacing = max(rows, cols)
+    gap = Signal(range(spacing + 1), init=spacing)
+    credits = Signal(range(depth + 1), init=depth)
+    spaced = Signal(init=1)
+    room = Signal(init=1)
+    with m.If(reserve):
+        m.d.sync += [gap.eq(1), spaced.eq(spacing == 1)]
+    with m.Elif(~spaced):
+        m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == spacing - 1)]
+    next_credits = Signal.like(credits)
+    m.d.comb += next_credits.eq(credits - Mux(reserve, rows, 0) + returned)
+    m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= rows)]
+    return spaced & room
 
 
 class SystolicArray(wiring.Component):
@@ -85,12 +108,12 @@ class SystolicArray(wiring.Component):
         back in its input stage. An integer: the producer keeps them. It sends a ``last``
         beat only once it holds R credits for the tile's rows (it starts with
         :attr:`fifo_depth` and gets one back per row read from ``o``) and ``max(R, C)``
-        cycles after its previous ``last`` beat, and takes the credits at most ``lead``
-        cycles before the beat is on ``i``: the FIFO holds ``lead`` rows more, so a
-        full-rate stream never waits. ``i`` is then always ready, and each lane takes its
-        operand and its own copy of the flags into a register with nothing in front of it:
-        no logic lies between the producer and the grid, and no flag register serves
-        lanes across the die.
+        cycles after its previous ``last`` beat (:func:`tile_rules`), and takes the
+        credits at most ``lead`` cycles before the beat is on ``i``: the FIFO holds
+        ``lead + 1`` rows more, so a full-rate stream never waits. ``i`` is then always
+        ready, and each lane takes its operand and its own copy of the flags into a
+        register with nothing in front of it: no logic lies between the producer and the
+        grid, and no flag register serves lanes across the die.
 
     Members
     -------
@@ -203,16 +226,20 @@ class SystolicArray(wiring.Component):
             # lanes across the die (:func:`hw.vendor.kept_register`).
             return kept_register(m, value, name, family=replica, reset=True)
 
+        def registered(data, valid, last, name):
+            """An operand register: the data, and the flags in registers of their own."""
+            operand = Signal(Operand, name=name)
+            flags = flag_register(Cat(valid, last), f"{name}_flags")
+            m.d.sync += operand.data.eq(data)
+            m.d.comb += [operand.valid.eq(flags[0]), operand.last.eq(flags[1])]
+            return operand
+
         def skew(operand, index, kind):
             """``operand`` delayed ``index`` cycles: row r's activation r cycles late,
             column c's weight c cycles late."""
             for n in range(1, index + 1):
-                delayed = Signal(Operand, name=f"{kind}{index}_skew{n}")
-                flags = flag_register(Cat(operand.valid, operand.last),
-                                      f"{kind}{index}_skew{n}_flags")
-                m.d.sync += delayed.data.eq(operand.data)
-                m.d.comb += [delayed.valid.eq(flags[0]), delayed.last.eq(flags[1])]
-                operand = delayed
+                operand = registered(operand.data, operand.valid, operand.last,
+                                     f"{kind}{index}_skew{n}")
             return operand
 
         if self._lead is None:
@@ -220,12 +247,8 @@ class SystolicArray(wiring.Component):
         else:
             # The producer keeps the rules: each lane registers its operand and flags.
             def lane(value, index, kind):
-                operand = Signal(Operand, name=f"{kind}{index}_skew0")
-                flags = flag_register(Cat(self.i.valid, self.i.payload.last),
-                                      f"{kind}{index}_skew0_flags")
-                m.d.sync += operand.data.eq(value)
-                m.d.comb += [operand.valid.eq(flags[0]), operand.last.eq(flags[1])]
-                return operand
+                return registered(value, self.i.valid, self.i.payload.last,
+                                  f"{kind}{index}_skew0")
 
             west = [lane(self.i.payload.a[r], r, "a") for r in range(R)]
             north = [lane(self.i.payload.b[c], c, "b") for c in range(C)]
@@ -307,30 +330,18 @@ class SystolicArray(wiring.Component):
         R, C = self._rows, self._cols
         stage = Signal.like(self.i.payload)
         stage_valid = Signal()
-        gap = Signal(range(self.min_tile_spacing + 1), init=self.min_tile_spacing)
-        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
-        # Both rules as registered flags (``gap == max(R, C)``, ``credits >= R``): the input
-        # stage's ready and the operands' valid flags start from registers.
-        spaced = Signal(init=1)
-        room = Signal(init=1)
         advance = Signal()
         reserve = Signal()
         stage_free = ~stage_valid | advance
+        # The input stage's ready and the operands' valid flags start from registers.
+        may_end = tile_rules(m, R, C, self.fifo_depth, reserve, self.o.valid & self.o.ready)
         m.d.comb += [
-            advance.eq(stage_valid & (~stage.last | (spaced & room))),
+            advance.eq(stage_valid & (~stage.last | may_end)),
             reserve.eq(advance & stage.last),
             self.i.ready.eq(stage_free),
         ]
         with m.If(stage_free):
             m.d.sync += [stage.eq(self.i.payload), stage_valid.eq(self.i.valid)]
-        with m.If(reserve):
-            m.d.sync += [gap.eq(1), spaced.eq(self.min_tile_spacing == 1)]
-        with m.Elif(~spaced):
-            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == self.min_tile_spacing - 1)]
-        popped = self.o.valid & self.o.ready
-        next_credits = Signal.like(credits)
-        m.d.comb += next_credits.eq(credits - Mux(reserve, R, 0) + popped)
-        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= R)]
 
         def operand(lane, index, kind):
             value = Signal(Operand, name=f"{kind}{index}_skew0")

@@ -9,7 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .array import SystolicArray, fifo_depth
+from .array import SystolicArray, fifo_depth, tile_rules
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
 from .requant import CHANNEL_PARAMS, LAYER_PARAMS
@@ -97,10 +97,14 @@ def buffer_latency(config, name):
     return BankedBuffer.read_latency(**_buffer_options(config, name))
 
 
+def _feed_latency(config):
+    """Read latency of the activation and weight buffers (the larger)."""
+    return max(buffer_latency(config, "act"), buffer_latency(config, "wgt"))
+
+
 def _array_options(config):
-    plan = config.resources
-    return dict(product_register=plan.product_register,
-                lead=max(buffer_latency(config, "act"), buffer_latency(config, "wgt")))
+    return dict(product_register=config.resources.product_register,
+                lead=_feed_latency(config))
 
 
 def systolic_array(config):
@@ -193,8 +197,7 @@ class ComputeEngine(wiring.Component):
     @property
     def read_latency(self):
         """Read latency of the activation and weight buffers (the larger)."""
-        c = self._config
-        return max(buffer_latency(c, "act"), buffer_latency(c, "wgt"))
+        return _feed_latency(self._config)
 
     @property
     def latency(self):
@@ -271,8 +274,6 @@ class ComputeEngine(wiring.Component):
         # lie across the die from the array, and no route between them carries logic.
         L = self.read_latency
         act_l, wgt_l = buffer_latency(c, "act"), buffer_latency(c, "wgt")
-        spacing = max(c.rows, c.cols)
-        fifo = fifo_depth(c.rows, c.cols, **_array_options(c))
         active = Signal()
         last_k, restart_k, step_k = command_loop("k", "k")
         last_u, restart_u, step_u = command_loop("u", "n_tiles")
@@ -280,33 +281,23 @@ class ComputeEngine(wiring.Component):
         act_ptr = Signal(range(c.act_depth + 1))
         act_block = Signal.like(act_ptr)
         wgt_ptr = Signal(range(c.wgt_depth + 1))
-        # Both rules as registered flags, as in the array's own input stage.
-        gap = Signal(range(spacing + 1), init=spacing)
-        spaced = Signal(init=1)
-        credits = Signal(range(fifo + 1), init=fifo)
-        room = Signal(init=1)
         ending = Signal()
         issue = Signal()
         reserve = Signal()
         take = self.acc.valid & self.acc.ready
         flight = [Signal(data.StructLayout({"valid": 1, "last": 1, "end": 1}),
                          name=f"flight{n}") for n in range(L)]
+        may_end = tile_rules(m, c.rows, c.cols, fifo_depth(c.rows, c.cols, **_array_options(c)),
+                             reserve, take)
         m.d.comb += [
             ending.eq(last_k & ~run.partial),
-            issue.eq(active & (~ending | (spaced & room))),
+            issue.eq(active & (~ending | may_end)),
             reserve.eq(issue & ending),
             self.act.en.eq(1),
             self.act.addr.eq(act_ptr),
             self.wgt.en.eq(1),
             self.wgt.addr.eq(wgt_ptr),
         ]
-        with m.If(reserve):
-            m.d.sync += [gap.eq(1), spaced.eq(spacing == 1)]
-        with m.Elif(~spaced):
-            m.d.sync += [gap.eq(gap + 1), spaced.eq(gap == spacing - 1)]
-        next_credits = Signal.like(credits)
-        m.d.comb += next_credits.eq(credits - Mux(reserve, c.rows, 0) + take)
-        m.d.sync += [credits.eq(next_credits), room.eq(next_credits >= c.rows)]
         m.d.sync += [
             flight[0].valid.eq(issue),
             flight[0].last.eq(ending),

@@ -2,26 +2,32 @@
 
 Datapath, for a tile whose ``last`` beat enters the PE grid in cycle ``T``::
 
-    i ─► stage ─► skew (row r: r cycles, column c: c cycles) ─► PE grid
-                                                                  │ PE (r, c) sees the last
-                                                                  │ step in cycle T + r + c
-    o ◄─ FIFO ◄─ row register ◄─ one-hot row select ◄─ result registers of row r,
-                                                        complete in cycle
-                                                        T + r + C - 1 + PE latency
+    i ─► stage ─► skew (grid row p: p cycles, column c: c cycles) ─► PE grid
+                                                                      │ PE (p, c) sees the
+                                                                      │ last step in cycle
+                                                                      │ T + p + c
+    o ◄─ FIFO ◄─ row register ◄─ deskew (column c: C-1-c cycles) ◄─ bottom PE of each column
 
-The flags of a step travel with the operands, so ``done`` of PE (r, C-1), the last PE of
-row ``r`` to see a tile's ``last`` step, marks the cycle in which that row's results are
-complete.
-Rows of one tile complete on consecutive cycles and are written one per cycle into an
-output FIFO, while the next tile already computes in the accumulators.
+Grid row ``p`` computes row ``R - 1 - p`` of the tile, so the bottom grid row computes row
+0. The flags of a step travel with the operands, so ``done`` of PE (p, c) marks the cycle
+in which its sum is complete, and the bottom PE of a column completes last.
+
+Drain: the ``result`` registers of a column form a shift register towards the bottom row
+(:class:`hw.pe.PE` ``drain``). Each PE holds its sum until the bottom PE of its column has
+its own, ``R - 1 - p`` cycles later; from then on the column shifts down one row per cycle
+until the PE's next sum, so the bottom PE shows rows 0, 1, ... R-1 on consecutive cycles.
+Every wire of the drain runs from a PE to the one below it, and nothing gathers a column's
+results across the die. Columns complete one cycle apart; the deskew registers line them
+up into one row per cycle, written into an output FIFO while the next tile already computes
+in the accumulators.
 
 Two rules keep this lossless without stalling the grid, which never stops:
 
 - a ``last`` beat enters the grid only once FIFO space is reserved for the tile's R rows
   (a credit counter returns one credit per row read from ``o``);
-- two ``last`` beats enter at least ``max(R, C)`` cycles apart, so row r's results are
-  read before the next tile overwrites them (C) and one tile's rows are drained before the
-  next tile's (R).
+- two ``last`` beats enter at least ``max(R, C)`` cycles apart. The drain needs R: a PE
+  takes its next sum no earlier than the cycle after it passed on its last row of the
+  previous tile, and one tile's rows leave before the next tile's.
 
 Either the array keeps them itself, holding a ``last`` beat back in its input stage (every
 other beat passes at once), or its producer keeps them before the beat even exists
@@ -43,16 +49,17 @@ from .vendor import kept_register
 __all__ = ["SystolicArray", "array_latency", "fifo_depth", "tile_rules"]
 
 
-def array_latency(cols, product_register=False):
-    """:attr:`SystolicArray.latency` of an array of ``cols`` columns."""
-    return cols + pe_latency(product_register) + 3
+def array_latency(rows, cols, product_register=False):
+    """:attr:`SystolicArray.latency` of an R x C array."""
+    return rows + cols + pe_latency(product_register) + 2
 
 
 def fifo_depth(rows, cols, product_register=False, lead=None):
     """:attr:`SystolicArray.fifo_depth` of an R x C array."""
     # The array's own input stage takes a tile's credits the cycle after its ``last`` beat
     # was on ``i``; a producer up to ``lead`` cycles before.
-    return rows + array_latency(cols, product_register) - 1 + (0 if lead is None else lead + 1)
+    extra = 0 if lead is None else lead + 1
+    return rows + array_latency(rows, cols, product_register) - 1 + extra
 
 
 def tile_rules(m, rows, cols, depth, reserve, returned):
@@ -200,9 +207,11 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
 
-        Input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1, FIFO 2.
+        Input stage 1, grid to PE (R-1, C-1) ``R + C - 2``, PE latency, row register 1,
+        FIFO 2: the bottom PE of column c shows row 0 ``C - 1 - c`` cycles before the last
+        column's, and its deskew registers make up the difference.
         """
-        return array_latency(self._cols, self._product_register)
+        return array_latency(self._rows, self._cols, self._product_register)
 
     @property
     def fifo_depth(self):
@@ -252,7 +261,9 @@ class SystolicArray(wiring.Component):
 
             west = [lane(self.i.payload.a[r], r, "a") for r in range(R)]
             north = [lane(self.i.payload.b[c], c, "b") for c in range(C)]
-        west = [skew(operand, r, "a") for r, operand in enumerate(west)]
+        # Grid row p computes tile row R-1-p: row 0, which the drain shows first, is computed
+        # by the bottom row, which completes last.
+        west = [skew(operand, p, "a") for p, operand in enumerate(reversed(west))]
         north = [skew(operand, c, "b") for c, operand in enumerate(north)]
 
         pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c],
@@ -267,28 +278,44 @@ class SystolicArray(wiring.Component):
                     pe.b.eq(north[c] if r == 0 else pes[r - 1][c].b_out),
                 ]
 
-        # Drain: at most one row completes per cycle (tiles are >= R cycles apart), so
-        # the row select is one-hot and an AND-OR mux suffices. Row r completes when
-        # PE (r, C-1) is done, C-1-c cycles after PE (r, c) (the grid never stops), so
-        # each PE's result is selected by its own ``done`` delayed to that cycle: no select
-        # net reaches across a row (on the ECP5-85F 8x8 that net to 256 AND gates was the
-        # critical path).
-        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
-        row_valid = Signal()
-        complete = [pes[r][C - 1].done for r in range(R)]
+        # Drain. PE (p, c) completes R-1-p cycles before the bottom PE of its column; it
+        # starts shifting then (its ``done`` delayed, so no start signal reaches along the
+        # column) and shifts until its next sum. The next sum comes at least R cycles after
+        # this one, no earlier than the cycle after the PE passed on row 0.
+        for c in range(C):
+            for p in range(R):
+                pe = pes[p][c]
+                start = pe.done
+                for n in range(R - 1 - p):
+                    delayed = Signal(name=f"start_{p}_{c}_{n}")
+                    m.d.sync += delayed.eq(start)
+                    start = delayed
+                shifting = Signal(name=f"shifting_{p}_{c}")
+                drain = start | (shifting & ~pe.done)
+                m.d.sync += shifting.eq(drain)
+                m.d.comb += pe.drain.eq(drain)
+                if p > 0:
+                    m.d.comb += pe.drain_in.eq(pes[p - 1][c].result)
+
+        # Deskew: the bottom PE of column c shows row 0 C-1-c cycles before the last
+        # column's bottom PE; ``row`` takes row r of all columns at once.
         columns = []
         for c in range(C):
-            column = 0
-            for r in range(R):
-                select = pes[r][c].done
-                for n in range(C - 1 - c):
-                    delayed = Signal(name=f"select_{r}_{c}_{n}")
-                    m.d.sync += delayed.eq(select)
-                    select = delayed
-                column = column | (pes[r][c].result.as_unsigned()
-                                   & select.replicate(self._acc_width))
-            columns.append(column)
-        m.d.sync += [row.eq(Cat(columns)), row_valid.eq(Cat(complete).any())]
+            value = pes[R - 1][c].result
+            for n in range(C - 1 - c):
+                delayed = Signal.like(value, name=f"deskew_{c}_{n}")
+                m.d.sync += delayed.eq(value)
+                value = delayed
+            columns.append(value)
+        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        row_valid = Signal()
+        first = pes[R - 1][C - 1].done
+        remaining = Signal(range(R))
+        with m.If(first):
+            m.d.sync += remaining.eq(R - 1)
+        with m.Elif(remaining != 0):
+            m.d.sync += remaining.eq(remaining - 1)
+        m.d.sync += [row.eq(Cat(columns)), row_valid.eq(first | (remaining != 0))]
 
         # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
         # take C * acc_width / 36 blocks for a few dozen rows) and an output register.

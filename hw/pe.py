@@ -71,9 +71,15 @@ class PE(wiring.Component):
         ``b`` delayed one cycle, to the PE below.
     result : ``Out(signed(acc_width))``
         Sum of the last finished tile: ``sum_k a[k] * b[k]``, :attr:`latency` cycles after
-        its ``last`` step was at the inputs. Holds its value until the next tile's.
+        its ``last`` step was at the inputs. Holds its value until the next tile's, or until
+        ``drain``.
     done : ``Out(1)``
         High for one cycle when ``result`` has just taken a new sum.
+    drain_in : ``In(signed(acc_width))``
+        The value ``result`` takes instead when ``drain`` is high: the array's drain chains
+        the ``result`` registers of a column into a shift register.
+    drain : ``In(1)``
+        ``result`` takes ``drain_in`` in this cycle, unless it takes a new sum.
     """
 
     def __init__(self, acc_width=32, *, multiplier="dsp", product_register=False,
@@ -92,6 +98,8 @@ class PE(wiring.Component):
             "b_out": Out(Operand),
             "result": Out(signed(acc_width)),
             "done": Out(1),
+            "drain_in": In(signed(acc_width)),
+            "drain": In(1),
         })
 
     @property
@@ -147,5 +155,7 @@ class PE(wiring.Component):
             m.d.sync += acc.eq(Mux(last | reset, 0, total))
         with m.If(step & last):
             m.d.sync += self.result.eq(total)
+        with m.Elif(self.drain):
+            m.d.sync += self.result.eq(self.drain_in)
 
         return m

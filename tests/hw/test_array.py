@@ -172,7 +172,7 @@ def test_interface():
     assert (dut.rows, dut.cols, dut.acc_width) == (3, 5, 20)
     assert len(dut.i.payload.a) == 3 and len(dut.i.payload.b) == 5
     assert len(dut.o.payload) == 5 and len(dut.o.payload[0]) == 20
-    assert dut.latency == 5 + dut.pe_latency + 3
+    assert dut.latency == 3 + 5 + dut.pe_latency + 2
     assert SystolicArray(3, 5, product_register=True).pe_latency == dut.pe_latency + 1
 
 

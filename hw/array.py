@@ -6,28 +6,33 @@ Datapath, for a tile whose ``last`` beat enters the PE grid in cycle ``T``::
                                                                       │ PE (p, c) sees the
                                                                       │ last step in cycle
                                                                       │ T + p + c
-    o ◄─ FIFO ◄─ row register ◄─ deskew (column c: C-1-c cycles) ◄─ bottom PE of each column
+    o ◄─ FIFO ◄─ row register ◄─ drain ◄─ result registers
 
-Grid row ``p`` computes row ``R - 1 - p`` of the tile, so the bottom grid row computes row
-0. The flags of a step travel with the operands, so ``done`` of PE (p, c) marks the cycle
-in which its sum is complete, and the bottom PE of a column completes last.
+The flags of a step travel with the operands, so ``done`` of a PE marks the cycle in which
+its sum is complete. Rows leave through an output FIFO, one per cycle, while the next tile
+already computes in the accumulators. Two drains (``drain``) take them there:
 
-Drain: the ``result`` registers of a column form a shift register towards the bottom row
-(:class:`hw.pe.PE` ``drain``). Each PE holds its sum until the bottom PE of its column has
-its own, ``R - 1 - p`` cycles later; from then on the column shifts down one row per cycle
-until the PE's next sum, so the bottom PE shows rows 0, 1, ... R-1 on consecutive cycles.
-Every wire of the drain runs from a PE to the one below it, and nothing gathers a column's
-results across the die. Columns complete one cycle apart; the deskew registers line them
-up into one row per cycle, written into an output FIFO while the next tile already computes
-in the accumulators.
+- ``"select"``: grid row p computes tile row p, and row r is complete when PE (r, C-1) is
+  done. A one-hot AND-OR select per column takes row r's sums into the row register,
+  each PE's by its own ``done`` delayed to that cycle. Latency ``C + PE latency + 3``.
+- ``"chain"``: the ``result`` registers of a column form a shift register towards the
+  bottom grid row (:class:`hw.pe.PE` ``drain``). Grid row p computes tile row R-1-p, so the
+  bottom PE of a column, which completes last, holds row 0. Each PE holds its sum until
+  the bottom PE has its own, R-1-p cycles later (its ``done`` delayed, so no start signal
+  runs along the column), then the column shifts down one row per cycle until the PE's
+  next sum: the bottom PE shows rows 0 to R-1 on consecutive cycles, and deskew registers
+  (column c: C-1-c cycles) line the columns up. Every drain wire runs from a PE to its
+  neighbour, where the select gathers a column's R sums across the die (on the ECP5-85F
+  16x16 it was a fifth of router2's congestion). Latency ``R + C + PE latency + 2``.
 
 Two rules keep this lossless without stalling the grid, which never stops:
 
 - a ``last`` beat enters the grid only once FIFO space is reserved for the tile's R rows
   (a credit counter returns one credit per row read from ``o``);
-- two ``last`` beats enter at least ``max(R, C)`` cycles apart. The drain needs R: a PE
-  takes its next sum no earlier than the cycle after it passed on its last row of the
-  previous tile, and one tile's rows leave before the next tile's.
+- two ``last`` beats enter at least ``max(R, C)`` cycles apart: the select reads row r's
+  sums before the next tile overwrites them (C) and drains one tile's rows before the next
+  tile's (R); the chain needs R (a PE takes its next sum no earlier than the cycle after it
+  passed on row 0).
 
 Either the array keeps them itself, holding a ``last`` beat back in its input stage (every
 other beat passes at once), or its producer keeps them before the beat even exists
@@ -46,20 +51,25 @@ from .mul import check_impl
 from .pe import PE, Operand, pe_latency
 from .vendor import kept_register
 
-__all__ = ["SystolicArray", "array_latency", "fifo_depth", "tile_rules"]
+__all__ = ["DRAINS", "SystolicArray", "array_latency", "fifo_depth", "tile_rules"]
 
 
-def array_latency(rows, cols, product_register=False):
+DRAINS = ("select", "chain")
+
+
+def array_latency(rows, cols, product_register=False, drain="select"):
     """:attr:`SystolicArray.latency` of an R x C array."""
-    return rows + cols + pe_latency(product_register) + 2
+    if drain == "chain":
+        return rows + cols + pe_latency(product_register) + 2
+    return cols + pe_latency(product_register) + 3
 
 
-def fifo_depth(rows, cols, product_register=False, lead=None):
+def fifo_depth(rows, cols, product_register=False, lead=None, drain="select"):
     """:attr:`SystolicArray.fifo_depth` of an R x C array."""
     # The array's own input stage takes a tile's credits the cycle after its ``last`` beat
     # was on ``i``; a producer up to ``lead`` cycles before.
     extra = 0 if lead is None else lead + 1
-    return rows + array_latency(rows, cols, product_register) - 1 + extra
+    return rows + array_latency(rows, cols, product_register, drain) - 1 + extra
 
 
 def tile_rules(m, rows, cols, depth, reserve, returned):
@@ -110,6 +120,9 @@ class SystolicArray(wiring.Component):
         ``product_register`` of every PE (:class:`hw.pe.PE`): one more cycle of latency.
     replica : {None, "ecp5"}
         ``replica`` of every PE (:class:`hw.pe.PE`): how its flag registers are built.
+    drain : {"select", "chain"}
+        How rows leave the grid (see the module): the results do not depend on it, the
+        latency does.
     lead : int or None
         None: the array keeps the two rules of this module itself, holding a ``last`` beat
         back in its input stage. An integer: the producer keeps them. It sends a ``last``
@@ -135,7 +148,7 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
-                 product_register=False, lead=None, replica=None):
+                 product_register=False, lead=None, replica=None, drain="select"):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -159,6 +172,9 @@ class SystolicArray(wiring.Component):
             raise ValueError(f"lead must be None or a non-negative integer, not {lead!r}")
         self._lead = lead
         self._replica = replica
+        if drain not in DRAINS:
+            raise ValueError(f"drain must be 'select' or 'chain', not {drain!r}")
+        self._drain = drain
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -207,11 +223,16 @@ class SystolicArray(wiring.Component):
     def latency(self):
         """Cycles from accepting a tile's ``last`` beat to its first row on ``o``.
 
-        Input stage 1, grid to PE (R-1, C-1) ``R + C - 2``, PE latency, row register 1,
-        FIFO 2: the bottom PE of column c shows row 0 ``C - 1 - c`` cycles before the last
-        column's, and its deskew registers make up the difference.
+        Select: input stage 1, grid to PE (0, C-1) ``C - 1``, PE latency, row register 1,
+        FIFO 2. Chain: the same, but to PE (R-1, C-1), ``R + C - 2`` hops: the bottom PE of
+        column c shows row 0 ``C - 1 - c`` cycles before the last column's, and its deskew
+        registers make up the difference.
         """
-        return array_latency(self._rows, self._cols, self._product_register)
+        return array_latency(self._rows, self._cols, self._product_register, self._drain)
+
+    @property
+    def drain(self):
+        return self._drain
 
     @property
     def fifo_depth(self):
@@ -223,7 +244,8 @@ class SystolicArray(wiring.Component):
         that takes the credits up to ``lead`` cycles before its beat is on ``i``, ``lead + 1``
         cycles earlier than the array's own input stage would, needs ``lead + 1`` rows more.
         """
-        return fifo_depth(self._rows, self._cols, self._product_register, self._lead)
+        return fifo_depth(self._rows, self._cols, self._product_register, self._lead,
+                          self._drain)
 
     def elaborate(self, platform):
         m = Module()
@@ -261,13 +283,16 @@ class SystolicArray(wiring.Component):
 
             west = [lane(self.i.payload.a[r], r, "a") for r in range(R)]
             north = [lane(self.i.payload.b[c], c, "b") for c in range(C)]
-        # Grid row p computes tile row R-1-p: row 0, which the drain shows first, is computed
-        # by the bottom row, which completes last.
-        west = [skew(operand, p, "a") for p, operand in enumerate(reversed(west))]
+        if self._drain == "chain":
+            # Grid row p computes tile row R-1-p: row 0, which the chain shows first, is
+            # computed by the bottom row, which completes last.
+            west = west[::-1]
+        west = [skew(operand, p, "a") for p, operand in enumerate(west)]
         north = [skew(operand, c, "b") for c, operand in enumerate(north)]
 
         pes = [[PE(self._acc_width, multiplier=self._multipliers[r * C + c],
-                   product_register=self._product_register, replica=replica)
+                   product_register=self._product_register, replica=replica,
+                   drain=self._drain == "chain")
                 for c in range(C)]
                for r in range(R)]
         for r in range(R):
@@ -278,7 +303,76 @@ class SystolicArray(wiring.Component):
                     pe.b.eq(north[c] if r == 0 else pes[r - 1][c].b_out),
                 ]
 
-        # Drain. PE (p, c) completes R-1-p cycles before the bottom PE of its column; it
+        if self._drain == "chain":
+            row, row_valid = self._chain(m, pes)
+        else:
+            row, row_valid = self._select(m, pes)
+
+        # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
+        # take C * acc_width / 36 blocks for a few dozen rows) and an output register.
+        # Credits keep it from overflowing.
+        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
+        storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
+                         attrs=attrs)
+        m.submodules.fifo = storage
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="comb")
+        produce = Signal.like(w_port.addr)
+        consume = Signal.like(r_port.addr)
+        level = Signal(range(self.fifo_depth))
+        fetch = (level != 0) & (~self.o.valid | self.o.ready)
+
+        def incr(ptr):
+            return Mux(ptr == self.fifo_depth - 2, 0, ptr + 1)
+
+        m.d.comb += [
+            w_port.addr.eq(produce),
+            w_port.data.eq(row),
+            w_port.en.eq(row_valid),
+            r_port.addr.eq(consume),
+        ]
+        with m.If(row_valid):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(fetch):
+            m.d.sync += [consume.eq(incr(consume)), self.o.payload.eq(r_port.data),
+                         self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        m.d.sync += level.eq(level + row_valid - fetch)
+
+        return m
+
+    def _select(self, m, pes):
+        """The select drain; returns the row register and its valid flag."""
+        R, C = self._rows, self._cols
+        # Drain: at most one row completes per cycle (tiles are >= R cycles apart), so
+        # the row select is one-hot and an AND-OR mux suffices. Row r completes when
+        # PE (r, C-1) is done, C-1-c cycles after PE (r, c) (the grid never stops), so
+        # each PE's result is selected by its own ``done`` delayed to that cycle: no select
+        # net reaches across a row (on the ECP5-85F 8x8 that net to 256 AND gates was the
+        # critical path).
+        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        row_valid = Signal()
+        complete = [pes[r][C - 1].done for r in range(R)]
+        columns = []
+        for c in range(C):
+            column = 0
+            for r in range(R):
+                select = pes[r][c].done
+                for n in range(C - 1 - c):
+                    delayed = Signal(name=f"select_{r}_{c}_{n}")
+                    m.d.sync += delayed.eq(select)
+                    select = delayed
+                column = column | (pes[r][c].result.as_unsigned()
+                                   & select.replicate(self._acc_width))
+            columns.append(column)
+        m.d.sync += [row.eq(Cat(columns)), row_valid.eq(Cat(complete).any())]
+        return row, row_valid
+
+    def _chain(self, m, pes):
+        """The chain drain; returns the row register and its valid flag."""
+        R, C = self._rows, self._cols
+        # PE (p, c) completes R-1-p cycles before the bottom PE of its column; it
         # starts shifting then (its ``done`` delayed, so no start signal reaches along the
         # column) and shifts until its next sum. The next sum comes at least R cycles after
         # this one, no earlier than the cycle after the PE passed on row 0.
@@ -316,40 +410,7 @@ class SystolicArray(wiring.Component):
         with m.Elif(remaining != 0):
             m.d.sync += remaining.eq(remaining - 1)
         m.d.sync += [row.eq(Cat(columns)), row_valid.eq(first | (remaining != 0))]
-
-        # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
-        # take C * acc_width / 36 blocks for a few dozen rows) and an output register.
-        # Credits keep it from overflowing.
-        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
-        storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
-                         attrs=attrs)
-        m.submodules.fifo = storage
-        w_port = storage.write_port()
-        r_port = storage.read_port(domain="comb")
-        produce = Signal.like(w_port.addr)
-        consume = Signal.like(r_port.addr)
-        level = Signal(range(self.fifo_depth))
-        fetch = (level != 0) & (~self.o.valid | self.o.ready)
-
-        def incr(ptr):
-            return Mux(ptr == self.fifo_depth - 2, 0, ptr + 1)
-
-        m.d.comb += [
-            w_port.addr.eq(produce),
-            w_port.data.eq(row),
-            w_port.en.eq(row_valid),
-            r_port.addr.eq(consume),
-        ]
-        with m.If(row_valid):
-            m.d.sync += produce.eq(incr(produce))
-        with m.If(fetch):
-            m.d.sync += [consume.eq(incr(consume)), self.o.payload.eq(r_port.data),
-                         self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        m.d.sync += level.eq(level + row_valid - fetch)
-
-        return m
+        return row, row_valid
 
     def _input_stage(self, m):
         """The input stage that keeps the two rules; returns the undelayed operands of the

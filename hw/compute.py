@@ -104,7 +104,7 @@ def _feed_latency(config):
 
 def _array_options(config):
     return dict(product_register=config.resources.product_register,
-                lead=_feed_latency(config))
+                lead=_feed_latency(config), drain=config.resources.drain)
 
 
 def systolic_array(config):

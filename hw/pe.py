@@ -58,6 +58,8 @@ class PE(wiring.Component):
         :attr:`latency`): a DSP block sits in a row of DSP blocks that may lie far from
         the PE's logic, and the route from it then ends at a register, not after a carry
         chain.
+    drain : bool
+        Add the ``drain`` and ``drain_in`` ports.
 
     Members
     -------
@@ -76,14 +78,15 @@ class PE(wiring.Component):
     done : ``Out(1)``
         High for one cycle when ``result`` has just taken a new sum.
     drain_in : ``In(signed(acc_width))``
-        The value ``result`` takes instead when ``drain`` is high: the array's drain chains
-        the ``result`` registers of a column into a shift register.
+        Only with ``drain``: the value ``result`` takes instead when ``drain`` is high (the
+        array's chain drain makes the ``result`` registers of a column a shift register).
     drain : ``In(1)``
-        ``result`` takes ``drain_in`` in this cycle, unless it takes a new sum.
+        Only with ``drain``: ``result`` takes ``drain_in`` in this cycle, unless it takes a
+        new sum.
     """
 
     def __init__(self, acc_width=32, *, multiplier="dsp", product_register=False,
-                 replica=None):
+                 replica=None, drain=False):
         if not isinstance(acc_width, int) or acc_width < 16:
             raise ValueError(f"acc_width must be an integer of at least 16, not {acc_width!r}")
         self._acc_width = acc_width
@@ -91,16 +94,18 @@ class PE(wiring.Component):
         self._multiplier = multiplier
         self._product_register = bool(product_register)
         self._replica = replica
-        super().__init__({
+        self._drain = bool(drain)
+        members = {
             "a": In(Operand),
             "b": In(Operand),
             "a_out": Out(Operand),
             "b_out": Out(Operand),
             "result": Out(signed(acc_width)),
             "done": Out(1),
-            "drain_in": In(signed(acc_width)),
-            "drain": In(1),
-        })
+        }
+        if self._drain:
+            members.update(drain_in=In(signed(acc_width)), drain=In(1))
+        super().__init__(members)
 
     @property
     def acc_width(self):
@@ -155,7 +160,8 @@ class PE(wiring.Component):
             m.d.sync += acc.eq(Mux(last | reset, 0, total))
         with m.If(step & last):
             m.d.sync += self.result.eq(total)
-        with m.Elif(self.drain):
-            m.d.sync += self.result.eq(self.drain_in)
+        if self._drain:
+            with m.Elif(self.drain):
+                m.d.sync += self.result.eq(self.drain_in)
 
         return m

@@ -177,6 +177,13 @@ class Plan:
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
         steps; ``"deep"`` elsewhere.
+    drain : {"select", "chain"}
+        ``drain`` of :class:`hw.array.SystolicArray`: ``"chain"`` for arrays of more than 64
+        PEs, ``"select"`` for the others. Measured on the ECP5-85F (``docs/fpga.md``): the
+        16x16's select gathered each column's 16 sums across the die and was a fifth of
+        router2's congestion, while the 8x8 routed at 101.3 MHz with the select and at
+        89.6 to 93.3 MHz over the first seeds with the chain, whose latency is R - 1 cycles
+        longer and whose FIFO R - 1 rows deeper.
     """
 
     device: Device | None
@@ -195,6 +202,7 @@ class Plan:
     replica: str | None = None
     flag_replica: str | None = None
     groups: dict | None = None
+    drain: str = "select"
 
     def buffer_ram(self, name):
         """``ram`` of :class:`hw.buffers.BankedBuffer` for buffer ``name``."""
@@ -245,6 +253,7 @@ class Plan:
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
+            "array_drain": self.drain,
         }
 
 
@@ -298,6 +307,7 @@ def plan(config):
                    for name, g in geometry.items()}
     # Not on iCE40, whose DSP blocks lie beside the logic and whose logic cells are few.
     product_register = family != "ice40"
+    drain = "chain" if c.rows * c.cols > 64 else "select"
     groups = {}
     if latency == 2:
         for name, (words, lanes, bits, granular) in buffer_geometry(c).items():
@@ -314,7 +324,7 @@ def plan(config):
             lead = max(BankedBuffer.read_latency(latency=latency, output_register=output_register,
                                                  ram="spram" if name in spram else "block")
                        for name in ("act", "wgt"))
-            rows = fifo_depth(c.rows, c.cols, product_register, lead) - 1
+            rows = fifo_depth(c.rows, c.cols, product_register, lead, drain) - 1
             buffers["array_fifo"] = block_rams(family, rows, 1, c.cols * c.acc_width, False)
     return Plan(
         device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
@@ -324,7 +334,7 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
-        product_register=product_register,
+        product_register=product_register, drain=drain,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         flag_replica="ecp5" if family == "ecp5" else None,

@@ -6,7 +6,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from golden.ops import gemm
-from hw.array import SystolicArray
+from hw.array import DRAINS, SystolicArray
 
 from .streams import recv, send
 
@@ -78,29 +78,33 @@ def check(dut, tiles, **kwargs):
     return sent, taken
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
-def test_random_tiles_with_bubbles_and_backpressure(rows, cols):
+def test_random_tiles_with_bubbles_and_backpressure(rows, cols, drain):
     rng = np.random.default_rng(rows * 100 + cols)
     ks = tile_lengths(rows, cols)
     tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
-    check(SystolicArray(rows, cols), tiles, seed=1, p_idle=0.3, p_stall=0.4)
+    check(SystolicArray(rows, cols, drain=drain), tiles, seed=1, p_idle=0.3, p_stall=0.4)
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (4, 4), (3, 5)])
-def test_random_tiles_full_rate(rows, cols, product_register):
+def test_random_tiles_full_rate(rows, cols, product_register, drain):
     rng = np.random.default_rng(7 + rows * cols)
     ks = tile_lengths(rows, cols)
     tiles = [random_tile(rng, rows, cols, k) for k in ks + list(rng.permutation(ks))]
-    check(SystolicArray(rows, cols, product_register=product_register), tiles)
+    check(SystolicArray(rows, cols, product_register=product_register, drain=drain), tiles)
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("a,b", [(-128, -127), (127, 127), (-128, 127), (127, -127)])
-def test_corners(a, b):
+def test_corners(a, b, drain):
     rows, cols, k = 4, 3, 200
     x = np.full((rows, k), a, np.int8)
     w = np.full((k, cols), b, np.int8)
-    check(SystolicArray(rows, cols), [(x, w), (x[:, :5], w[:5]), (x, w)], p_stall=0.3)
+    check(SystolicArray(rows, cols, drain=drain), [(x, w), (x[:, :5], w[:5]), (x, w)],
+          p_stall=0.3)
 
 
 def test_near_accumulator_limit():
@@ -116,22 +120,24 @@ def test_near_accumulator_limit():
     np.testing.assert_array_equal(rows_out, expected)
 
 
-def test_no_loss_when_output_blocked():
+@pytest.mark.parametrize("drain", DRAINS)
+def test_no_loss_when_output_blocked(drain):
     # The reader sleeps while many short tiles arrive: the FIFO fills, i.ready must drop.
     rows, cols = 3, 4
     rng = np.random.default_rng(3)
     tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
-    dut = SystolicArray(rows, cols)
+    dut = SystolicArray(rows, cols, drain=drain)
     sent, _ = check(dut, tiles, ready_after=300, p_stall=0.5)
     assert sent[-1] >= 300, "input kept flowing although the output was blocked"
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
-def test_one_beat_per_cycle(rows, cols, product_register):
+def test_one_beat_per_cycle(rows, cols, product_register, drain):
     # With K >= max(R, C) and no bubbles or backpressure nothing ever stalls: T tiles of K
     # beats take T * K cycles to enter and the last row leaves latency + R - 1 cycles later.
-    dut = SystolicArray(rows, cols, product_register=product_register)
+    dut = SystolicArray(rows, cols, product_register=product_register, drain=drain)
     rng = np.random.default_rng(rows + 10 * cols)
     for k in (max(rows, cols), max(rows, cols) + 3):
         n_tiles = 6
@@ -144,11 +150,12 @@ def test_one_beat_per_cycle(rows, cols, product_register):
                          for t in range(n_tiles) for r in range(rows)]
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("rows,cols", [(4, 4), (2, 5), (5, 2)])
-def test_short_tiles_spaced(rows, cols):
+def test_short_tiles_spaced(rows, cols, drain):
     # Tiles shorter than max(R, C) are spaced to one tile per max(R, C) cycles (the second
     # beat is taken at once into the input stage).
-    dut = SystolicArray(rows, cols)
+    dut = SystolicArray(rows, cols, drain=drain)
     rng = np.random.default_rng(5)
     tiles = [random_tile(rng, rows, cols, 1) for _ in range(8)]
     sent, _ = check(dut, tiles)
@@ -161,6 +168,7 @@ def test_short_tiles_spaced(rows, cols):
     ({"rows": 4, "cols": "4"}, r"^cols must be an integer in 1\.\.64, not '4'$"),
     ({"rows": 4, "cols": 4, "acc_width": 15}, r"^acc_width must be an integer of at least 16"),
     ({"rows": 4, "cols": 4, "lead": -1}, r"^lead must be None or a non-negative integer"),
+    ({"rows": 4, "cols": 4, "drain": "tree"}, r"^drain must be 'select' or 'chain', not 'tree'$"),
 ])
 def test_bad_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -172,7 +180,9 @@ def test_interface():
     assert (dut.rows, dut.cols, dut.acc_width) == (3, 5, 20)
     assert len(dut.i.payload.a) == 3 and len(dut.i.payload.b) == 5
     assert len(dut.o.payload) == 5 and len(dut.o.payload[0]) == 20
-    assert dut.latency == 3 + 5 + dut.pe_latency + 2
+    assert dut.latency == 5 + dut.pe_latency + 3
+    # The chain shows row 0 once the bottom row's PE in the last column is done.
+    assert SystolicArray(3, 5, drain="chain").latency == dut.latency + 3 - 1
     assert SystolicArray(3, 5, product_register=True).pe_latency == dut.pe_latency + 1
 
 
@@ -248,36 +258,40 @@ def run_producer(dut, tiles, *, seed=0, p_idle=0.0, p_stall=0.0, ready_after=0):
     return issued, taken
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("lead", [0, 3])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 3), (3, 5), (4, 4), (5, 2)])
-def test_producer_keeps_the_rules(rows, cols, lead):
+def test_producer_keeps_the_rules(rows, cols, lead, drain):
     # Random bubbles and backpressure, tiles shorter and longer than max(R, C).
     rng = np.random.default_rng(rows * 10 + cols + lead)
     ks = tile_lengths(rows, cols)
     tiles = [random_tile(rng, rows, cols, k) for k in ks + ks[::-1] + list(rng.permutation(ks))]
-    dut = SystolicArray(rows, cols, lead=lead, product_register=True)
+    dut = SystolicArray(rows, cols, lead=lead, product_register=True, drain=drain)
     run_producer(dut, tiles, seed=2, p_idle=0.3, p_stall=0.4)
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("lead", [0, 4])
-def test_producer_no_loss_when_output_blocked(lead):
+def test_producer_no_loss_when_output_blocked(lead, drain):
     # The reader sleeps while many short tiles are issued: the credits run out, and the
     # producer must wait for them.
     rows, cols = 3, 4
     rng = np.random.default_rng(4)
     tiles = [random_tile(rng, rows, cols, int(k)) for k in rng.integers(1, 6, 40)]
-    dut = SystolicArray(rows, cols, lead=lead)
+    dut = SystolicArray(rows, cols, lead=lead, drain=drain)
     issued, _ = run_producer(dut, tiles, ready_after=300, p_stall=0.5)
     assert issued[-1] >= 300, "beats kept being issued although the output was blocked"
 
 
+@pytest.mark.parametrize("drain", DRAINS)
 @pytest.mark.parametrize("lead", [0, 2, 5])
 @pytest.mark.parametrize("rows,cols", [(1, 1), (4, 4), (3, 5), (5, 3), (8, 8)])
-def test_producer_full_rate(rows, cols, lead):
+def test_producer_full_rate(rows, cols, lead, drain):
     # The FIFO's lead + 1 extra rows keep a full-rate stream from waiting for credits: with
     # K >= max(R, C) a beat is issued every cycle and rows leave at the array's latency.
-    dut = SystolicArray(rows, cols, product_register=True, lead=lead)
-    assert dut.fifo_depth == SystolicArray(rows, cols, product_register=True).fifo_depth + lead + 1
+    dut = SystolicArray(rows, cols, product_register=True, lead=lead, drain=drain)
+    own = SystolicArray(rows, cols, product_register=True, drain=drain)
+    assert dut.fifo_depth == own.fifo_depth + lead + 1
     rng = np.random.default_rng(rows + 10 * cols + lead)
     for k in (max(rows, cols), max(rows, cols) + 3):
         n_tiles = 6

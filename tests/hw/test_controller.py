@@ -322,7 +322,7 @@ def test_utilization_back_to_back_tiles():
     # Feeder, array, parameter join, requantizer, the other rows of the last tile; the
     # latencies come from the components.
     engine = ComputeEngine(c).latency
-    array = array_latency(c.rows, c.cols, c.resources.product_register)
+    array = array_latency(c.rows, c.cols, c.resources.product_register, c.resources.drain)
     requant = Requantizer(c.cols, rounding=c.rounding).latency
     assert 0 < overhead <= engine + array + 1 + requant + c.rows, cycles
 

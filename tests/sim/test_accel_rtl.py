@@ -524,7 +524,8 @@ def test_bench_measures_a_resident_gemm(tmp_path):
     # Fill and drain: the feeder, the array, the parameter join, the requantizer and the
     # other rows of the last tile; the latencies come from the components.
     overhead = (ComputeEngine(config).latency
-                + array_latency(config.rows, config.cols, config.resources.product_register)
+                + array_latency(config.rows, config.cols, config.resources.product_register,
+                                config.resources.drain)
                 + buffer_latency(config, "par")
                 + Requantizer(config.cols, rounding=config.rounding).latency + config.rows)
     assert row.ideal == 2 * 2 * 30 <= row.compute <= row.ideal + overhead

@@ -534,9 +534,26 @@ def _current_report(out_dir, device, config, freq):
     return report
 
 
+def nextpnr_progress(log_text):
+    """How far an unfinished nextpnr run got, from its log: ``placed_mhz``, the Fmax it
+    estimated once placement was done (its first ``Max frequency`` line), and
+    ``router2``, router2's last iteration ``{"iteration", "overuse"}``; each only if the
+    log has it."""
+    progress = {}
+    placed = re.search(r"Max frequency for clock +'[^']*': ([\d.]+) MHz", log_text)
+    if placed:
+        progress["placed_mhz"] = float(placed.group(1))
+    iterations = re.findall(r"iter=(\d+) wires=\d+ overused=\d+ overuse=(\d+)", log_text)
+    if iterations:
+        iteration, overuse = iterations[-1]
+        progress["router2"] = {"iteration": int(iteration), "overuse": int(overuse)}
+    return progress
+
+
 def partial_report(out_dir, device, config):
     """What the tools of an unfinished build in ``out_dir`` have said so far, if that build
-    is of this very design: Yosys's cells and nextpnr's utilisation after packing."""
+    is of this very design: Yosys's cells, nextpnr's utilisation after packing and its
+    progress (:func:`nextpnr_progress`)."""
     from .build import LINT_PREAMBLE, convert
     from .top import Accelerator
 
@@ -556,7 +573,9 @@ def partial_report(out_dir, device, config):
     try:
         partial["yosys_cells"] = yosys_cells((Path(out_dir) / "yosys.log").read_text())
         partial["stage"] = "placement and routing"
-        utilization = nextpnr_log_utilization((Path(out_dir) / "nextpnr.log").read_text())
+        nextpnr_log = (Path(out_dir) / "nextpnr.log").read_text(errors="replace")
+        partial.update(nextpnr_progress(nextpnr_log))
+        utilization = nextpnr_log_utilization(nextpnr_log)
         partial["resources"] = _resources(device.family, partial["yosys_cells"], utilization)
         manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
         partial["model_check"] = model_check(manifest, partial)
@@ -600,7 +619,9 @@ def run_results(out_root, *, only=None, run=True, log=print):
         if isinstance(report, dict) and "error" in report:
             log(f"{name}: failed in {report['stage']}: {report['error']}")
         elif isinstance(report, dict) and "stage" in report:
-            log(f"{name}: unfinished, in {report['stage']}")
+            log(f"{name}: unfinished, in {report['stage']}"
+                + (f" (placed: {report['placed_mhz']:.1f} MHz estimated)"
+                   if "placed_mhz" in report else ""))
         else:
             log(f"{name}: " + (summary_line(report) if isinstance(report, dict) else report))
         rows.append((name, device, config, report))
@@ -668,8 +689,15 @@ def results_markdown(rows, out_root):
                          + _model_note(report))
             continue
         if "stage" in report:
+            progress = ""
+            if "placed_mhz" in report:
+                progress += (f"; placed, with an Fmax of {report['placed_mhz']:.1f} MHz by "
+                             "nextpnr's estimate after placement (not a routed result)")
+            if "router2" in report:
+                progress += (f"; router2 reached iteration {report['router2']['iteration']} "
+                             f"with {report['router2']['overuse']} wires overused")
             notes.append(f"- {name}: had not finished {report['stage']} when this table was "
-                         "written (still running, or stopped)"
+                         "written (still running, or stopped)" + progress
                          + ("; the utilisation is nextpnr's after packing, before placement"
                             if r else "") + _model_note(report))
             continue

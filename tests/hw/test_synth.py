@@ -235,9 +235,27 @@ def test_unfinished_build_shows_the_packed_utilisation(small, tmp_path):
         text = (out / name).read_text()
         (other / name).write_text(text + "// changed\n" if name.endswith(".v") else text)
     assert partial_report(other, device, config) is None
+    # An unfinished run: nextpnr's estimate after placement, router2's last iteration.
+    log = (out / "nextpnr.log").read_text()
+    placed = re.findall(r"Max frequency for clock +'[^']*': ([\d.]+) MHz", log)[0]
+    assert partial["placed_mhz"] == float(placed)
+    assert "router2" not in partial
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for name in ("yosys.log", "manifest.json", report["verilog"]):
+        (cut / name).write_text((out / name).read_text())
+    head = log[:log.index(placed) + len(placed)]
+    (cut / "nextpnr.log").write_text(
+        head + " MHz\nInfo:     iter=1 wires=12 overused=9 overuse=11 archfail=NA\n"
+        "Info:     iter=2 wires=15 overused=3 overuse=4 archfail=NA\n")
+    progress = partial_report(cut, device, config)
+    assert (progress["placed_mhz"], progress["router2"]) == \
+        (float(placed), {"iteration": 2, "overuse": 4})
     name, _, plan_config = results_plan()[-1]
-    section = results_markdown([(name, device, plan_config, partial)], "synth/results")
+    section = results_markdown([(name, device, plan_config, progress)], "synth/results")
     assert f"| {name} | `python -m hw.synth --pe 2x2 --device ice40-up5k" in section
+    assert (f"Fmax of {float(placed):.1f} MHz by nextpnr's estimate after placement" in section
+            and "router2 reached iteration 2 with 4 wires overused" in section)
     assert "| unfinished |" in section and "not finished placement and routing" in section
 
 

@@ -182,7 +182,7 @@ class Plan:
         PEs, ``"select"`` for the others. Measured on the ECP5-85F (``docs/fpga.md``): the
         16x16's select gathered each column's 16 sums across the die and was a fifth of
         router2's congestion, while the 8x8 routed at 101.3 MHz with the select and at
-        89.6 to 93.3 MHz over the first seeds with the chain, whose latency is R - 1 cycles
+        88.4 to 93.3 MHz over four seeds with the chain, whose latency is R - 1 cycles
         longer and whose FIFO R - 1 rows deeper.
     """
 

@@ -72,6 +72,15 @@ def fifo_depth(rows, cols, product_register=False, lead=None, drain="select"):
     return rows + array_latency(rows, cols, product_register, drain) - 1 + extra
 
 
+def _delayed(m, value, cycles, name):
+    """``value`` delayed ``cycles`` cycles by registers named ``{name}_{n}``."""
+    for n in range(cycles):
+        reg = Signal.like(value, name=f"{name}_{n}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
 def tile_rules(m, rows, cols, depth, reserve, returned):
     """The array's two rules as registered flags in module ``m``; returns ``may_end``, high
     when a ``last`` beat may enter (or be issued).
@@ -358,11 +367,7 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             column = 0
             for r in range(R):
-                select = pes[r][c].done
-                for n in range(C - 1 - c):
-                    delayed = Signal(name=f"select_{r}_{c}_{n}")
-                    m.d.sync += delayed.eq(select)
-                    select = delayed
+                select = _delayed(m, pes[r][c].done, C - 1 - c, f"select_{r}_{c}")
                 column = column | (pes[r][c].result.as_unsigned()
                                    & select.replicate(self._acc_width))
             columns.append(column)
@@ -379,11 +384,7 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             for p in range(R):
                 pe = pes[p][c]
-                start = pe.done
-                for n in range(R - 1 - p):
-                    delayed = Signal(name=f"start_{p}_{c}_{n}")
-                    m.d.sync += delayed.eq(start)
-                    start = delayed
+                start = _delayed(m, pe.done, R - 1 - p, f"start_{p}_{c}")
                 shifting = Signal(name=f"shifting_{p}_{c}")
                 drain = start | (shifting & ~pe.done)
                 m.d.sync += shifting.eq(drain)
@@ -393,14 +394,7 @@ class SystolicArray(wiring.Component):
 
         # Deskew: the bottom PE of column c shows row 0 C-1-c cycles before the last
         # column's bottom PE; ``row`` takes row r of all columns at once.
-        columns = []
-        for c in range(C):
-            value = pes[R - 1][c].result
-            for n in range(C - 1 - c):
-                delayed = Signal.like(value, name=f"deskew_{c}_{n}")
-                m.d.sync += delayed.eq(value)
-                value = delayed
-            columns.append(value)
+        columns = [_delayed(m, pes[R - 1][c].result, C - 1 - c, f"deskew_{c}") for c in range(C)]
         row = Signal(data.ArrayLayout(signed(self._acc_width), C))
         row_valid = Signal()
         first = pes[R - 1][C - 1].done

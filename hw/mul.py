@@ -12,6 +12,10 @@ after its operands, whichever way it is built:
 - ``"logic"``: shift-and-add partial products in an adder tree, the first levels before the
   first register and the rest before the second, so Yosys never sees a multiplication and
   uses no DSP block for it.
+- ``"carry"``: the same tree, but each pair of partial products ``a * b[i]`` and
+  ``a * b[i+1] * 2`` is added in one carry chain whose LUTs form the partial products
+  themselves (:func:`hw.vendor.carry_chain`): ECP5 ``CCU2C`` cells with ``family="ecp5"``,
+  their logic model with None. An 8 x 8 product takes about half the logic of ``"logic"``.
 
 Each stage has its own clock enable (``en[0]`` the operand stage, ``en[1]`` the product
 stage), so a stalling pipeline can hold a product in place.
@@ -21,9 +25,13 @@ from amaranth import ClockSignal, Instance, Module, Mux, Shape, Signal, signed, 
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["IMPLS", "LATENCY", "Multiplier", "check_impl"]
+from .vendor import FAMILIES, carry_chain
 
-IMPLS = ("dsp", "ecp5", "logic")
+__all__ = ["IMPLS", "LOGIC_IMPLS", "LATENCY", "Multiplier", "check_impl"]
+
+IMPLS = ("dsp", "ecp5", "logic", "carry")
+#: The implementations that use no DSP block.
+LOGIC_IMPLS = ("logic", "carry")
 #: Register stages from operands to product, the same for every ``impl``.
 LATENCY = 2
 
@@ -43,9 +51,12 @@ class Multiplier(wiring.Component):
     ----------
     a_shape, b_shape : shape-like
         Operand shapes (signed or unsigned).
-    impl : {"dsp", "ecp5", "logic"}
+    impl : {"dsp", "ecp5", "logic", "carry"}
         How the product is built (see the module docstring); every choice computes the same
         ``p`` in the same cycle.
+    family : {None, "ecp5"}
+        For ``"carry"``: the carry chain's cells are ECP5 ``CCU2C`` primitives, or (None)
+        their logic model.
 
     Members
     -------
@@ -57,8 +68,11 @@ class Multiplier(wiring.Component):
         The exact product; signed if either operand is.
     """
 
-    def __init__(self, a_shape, b_shape, *, impl="dsp"):
+    def __init__(self, a_shape, b_shape, *, impl="dsp", family=None):
         check_impl(impl)
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
+        self._family = family
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
         if impl == "ecp5":
             for name, shape in (("a", a_shape), ("b", b_shape)):
@@ -104,6 +118,39 @@ class Multiplier(wiring.Component):
             self._logic(m)
         return m
 
+    def _pairs(self, m):
+        """The partial products ``a * b[i] * 2**i`` as (value, shift) rows, two per carry
+        chain: ``a * b[i] + 2 * a * b[i+1]`` (minus, for a signed ``b``'s sign bit)."""
+        a, b = self.a, self.b
+        n = len(a)
+        # The sum of two rows and its sign need len(a) + 2 bits, one more for unsigned ``a``.
+        width = n + 2 + (not a.shape().signed)
+
+        def bit(i, k):
+            """Bit k of row i (``b[i] ? a : 0``, extended) as a term of two inputs."""
+            if k < n or a.shape().signed:
+                return (lambda p, q: p & q, a[min(k, n - 1)], b[i])
+            return (lambda p, q: 0, 0, 0)
+
+        zero = (lambda p, q: 0, 0, 0)
+        rows = []
+        for i in range(0, len(b), 2):
+            if i + 1 == len(b):
+                row = Mux(b[i], a, 0)
+                rows.append((-row if b.shape().signed else row, i))
+                continue
+            negate = b.shape().signed and i + 2 == len(b)
+            bits = []
+            for k in range(width):
+                x = bit(i, k)
+                f, p, q = bit(i + 1, k - 1) if k else zero
+                # x - 2y = x + ~(2y) + 1 for the sign bit's row.
+                y = (lambda p, q, f=f: 1 - f(p, q), p, q) if negate else (f, p, q)
+                bits.append((x, y))
+            total = carry_chain(m, bits, f"pair{i // 2}", cin=int(negate), family=self._family)
+            rows.append((total.as_signed(), i))
+        return rows
+
     def _ecp5(self, m):
         # Sign- or zero-extended to 18 bits: an unsigned operand's top bit is then 0, so the
         # block multiplies signed x signed whatever the operands are.
@@ -139,17 +186,26 @@ class Multiplier(wiring.Component):
         # Rows a * b[i] * 2**i, the sign bit's row negated for a signed b (two's complement).
         a, b = self.a, self.b
         width = len(self.p)
-        rows = []
-        for i in range(len(b)):
-            row = Mux(b[i], a, 0)
-            rows.append(-(row << i) if b.shape().signed and i == len(b) - 1 else row << i)
-        levels = (len(rows) - 1).bit_length()
-        first = levels - levels // 2
+        if self._impl == "carry":
+            # The first level of the tree is in the carry chains.
+            levels = (len(b) - 1).bit_length()
+            first = levels - levels // 2 - 1
+            rows = [value << shift for value, shift in self._pairs(m)]
+            levels -= 1
+        else:
+            rows = []
+            for i in range(len(b)):
+                row = Mux(b[i], a, 0)
+                rows.append(-(row << i) if b.shape().signed and i == len(b) - 1 else row << i)
+            levels = (len(rows) - 1).bit_length()
+            first = levels - levels // 2
         for level in range(levels):
             if level == first:
                 staged = []
                 for n, row in enumerate(rows):
-                    reg = Signal(self.p.shape(), name=f"partial{n}")
+                    # "carry" keeps each row's own width (Yosys drops constant bits).
+                    shape = row.shape() if self._impl == "carry" else self.p.shape()
+                    reg = Signal(shape, name=f"partial{n}")
                     with m.If(self.en[0]):
                         m.d.sync += reg.eq(row)
                     staged.append(reg)
@@ -157,7 +213,8 @@ class Multiplier(wiring.Component):
             rows = [rows[n] + rows[n + 1] if n + 1 < len(rows) else rows[n]
                     for n in range(0, len(rows), 2)]
         if levels == 0 or first == levels:
-            staged = Signal(self.p.shape(), name="partial0")
+            shape = rows[0].shape() if self._impl == "carry" else self.p.shape()
+            staged = Signal(shape, name="partial0")
             with m.If(self.en[0]):
                 m.d.sync += staged.eq(rows[0])
             rows = [staged]

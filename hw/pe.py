@@ -46,7 +46,7 @@ class PE(wiring.Component):
     ----------
     acc_width : int
         Accumulator bits, at least 16 (one int8 x int8 product).
-    multiplier : {"dsp", "ecp5", "logic"}
+    multiplier : {"dsp", "ecp5", "logic", "carry"}
         How the product is built (:class:`hw.mul.Multiplier`); the results are the same.
     replica : {None, "ecp5"}
         How the operands' flags and the step's flags are registered
@@ -122,7 +122,8 @@ class PE(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mul = mul = Multiplier(signed(8), signed(8), impl=self._multiplier)
+        m.submodules.mul = mul = Multiplier(signed(8), signed(8), impl=self._multiplier,
+                                            family=self._replica)
         m.d.comb += [mul.a.eq(self.a.data), mul.b.eq(self.b.data)]
 
         product = mul.p

@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .build import TOP_MODULE, add_config_arguments, check_out_dir, config_from_args, generate
+from .mul import LOGIC_IMPLS
 
 __all__ = [
     "DEVICES", "Device", "ToolFailed", "run_tool", "yosys_cells", "nextpnr_results",
@@ -339,7 +340,7 @@ def yosys_script(device, config, verilog):
     built in logic (:attr:`hw.resources.Plan.pe_multipliers`), whose area it bounds;
     without logic products every path is mapped as fast as it goes."""
     plan = config.resources
-    logic = "logic" in plan.pe_multipliers + plan.requant_multipliers
+    logic = any(impl in LOGIC_IMPLS for impl in plan.pe_multipliers + plan.requant_multipliers)
     delay = (f"scratchpad -set abc9.D {device.abc9_delay}; "
              if device.abc9_delay and logic else "")
     return (f"read_verilog {verilog}; {delay}"

@@ -191,7 +191,7 @@ def test_mixed_multipliers_same_results():
     rows, cols = 3, 4
     rng = np.random.default_rng(11)
     tiles = [random_tile(rng, rows, cols, k) for k in (1, 4, 9, 4, 2, 17)]
-    multipliers = ["dsp", "logic"] * (rows * cols // 2)
+    multipliers = ["dsp", "logic", "carry"] * (rows * cols // 3)
     dut = SystolicArray(rows, cols, multipliers=multipliers)
     assert dut.multipliers == tuple(multipliers)
     check(dut, tiles, seed=2, p_idle=0.2, p_stall=0.2)

@@ -9,8 +9,9 @@ from amaranth.sim import Simulator
 
 from hw.pe import PE
 
-# Every multiplier the simulator can run; "ecp5" is a vendor primitive.
-MULTIPLIERS = ["dsp", "logic"]
+# Every multiplier the simulator can run; "ecp5" is a vendor primitive ("carry" runs as
+# the logic model of its CCU2C cells).
+MULTIPLIERS = ["dsp", "logic", "carry"]
 
 
 def wrap(value, width):

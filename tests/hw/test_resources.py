@@ -61,7 +61,9 @@ def test_16x16_on_85f_fills_the_dsp_blocks_then_logic():
     # (8 units of 4 partial products) first, then PEs in row-major order.
     assert p.requant_multipliers == ("ecp5",) * 32
     assert p.to_dict()["requant_units"] == 8
-    assert p.pe_multipliers == ("ecp5",) * 124 + ("logic",) * 132
+    # On ECP5 the PE products in logic are built in carry chains.
+    assert p.pe_multipliers == ("ecp5",) * 124 + ("carry",) * 132
+    assert p.to_dict()["dsp"]["logic_multipliers"] == {"pe_8x8": 132, "requantizer_16x16": 0}
     assert p.bram <= 208
 
 

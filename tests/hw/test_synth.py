@@ -263,8 +263,8 @@ def test_abc9_delay_target_only_with_logic_products():
     ecp5, ice40 = DEVICES["ecp5-85f"], DEVICES["ice40-up5k"]
     small = AcceleratorConfig(rows=4, cols=4, device="ecp5-85f")
     large = AcceleratorConfig(rows=16, cols=16, device="ecp5-85f", act_depth=2048)
-    assert "logic" not in small.resources.pe_multipliers
-    assert "logic" in large.resources.pe_multipliers
+    assert "carry" not in small.resources.pe_multipliers
+    assert "carry" in large.resources.pe_multipliers
     assert "abc9.D" not in yosys_script(ecp5, small, "a.v")
     assert f"scratchpad -set abc9.D {ecp5.abc9_delay}; synth_ecp5" in \
         yosys_script(ecp5, large, "a.v")

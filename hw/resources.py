@@ -69,7 +69,7 @@ def requant_units(rows, cols, dsp_budget):
     no limit): one per column (full rate) when the budget holds every PE product and four
     blocks per unit; otherwise one for every two columns (half rate: a tile's R rows take
     2R cycles there, within its K cycles for K >= 2R), and the four blocks each unit frees
-    go to PEs, whose 8 x 8 product costs about 200 LUTs in logic. On the UP5K (8 blocks)
+    go to PEs, whose 8 x 8 product costs 70 to 150 LUTs in logic. On the UP5K (8 blocks)
     that makes a 2x2 array fit, on the ECP5-85F it takes 32 PE products of a 16x16 array
     out of logic."""
     if dsp_budget is None or rows * cols + PRODUCTS_PER_LANE * cols <= dsp_budget:

@@ -1,4 +1,4 @@
-"""Registers that the synthesis tools must keep apart."""
+"""Vendor primitives: registers the synthesis tools must keep apart, and carry chains."""
 
 from amaranth import Cat, ClockSignal, Const, Instance, Mux, ResetSignal, Signal
 

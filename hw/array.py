@@ -319,14 +319,8 @@ class SystolicArray(wiring.Component):
 
         # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
         # take C * acc_width / 36 blocks for a few dozen rows) and an output register.
-        # Credits keep it from overflowing. With the chain drain (large arrays) each column
-        # has a RAM of its own, and its own copies of the write flag and both pointers
-        # (kept registers where ``replica`` asks for them): one write address drove all
-        # C * acc_width / 4 RAM cells of the 16x16 across the die (17 ns of routing).
+        # Credits keep it from overflowing.
         attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
-        if self._drain == "chain":
-            self._banked_fifo(m, row, row_valid, attrs)
-            return m
         storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
                          attrs=attrs)
         m.submodules.fifo = storage
@@ -357,42 +351,6 @@ class SystolicArray(wiring.Component):
 
         return m
 
-    def _banked_fifo(self, m, row, row_valid, attrs):
-        """The output FIFO as a RAM per column, each with its own copies of the write flag
-        (``row_valid``, one bit per column) and of both pointers."""
-        C = self._cols
-        level = Signal(range(self.fifo_depth))
-        fetch = (level != 0) & (~self.o.valid | self.o.ready)
-
-        def incr(ptr):
-            return Mux(ptr == self.fifo_depth - 2, 0, ptr + 1)
-
-        outputs = []
-        for c in range(C):
-            storage = Memory(shape=self._acc_width, depth=self.fifo_depth - 1, init=[],
-                             attrs=attrs)
-            m.submodules[f"fifo_{c}"] = storage
-            w_port = storage.write_port()
-            r_port = storage.read_port(domain="comb")
-            pointers = []
-            for name, en in (("produce", row_valid[c]), ("consume", fetch)):
-                ptr = Signal.like(w_port.addr, name=f"{name}_{c}")
-                m.d.comb += ptr.eq(kept_register(m, incr(ptr), f"{name}_{c}_q", en=en,
-                                                 family=self._replica, reset=True))
-                pointers.append(ptr)
-            m.d.comb += [
-                w_port.addr.eq(pointers[0]),
-                w_port.data.eq(row[c]),
-                w_port.en.eq(row_valid[c]),
-                r_port.addr.eq(pointers[1]),
-            ]
-            outputs.append(r_port.data)
-        with m.If(fetch):
-            m.d.sync += [self.o.payload.eq(Cat(outputs)), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        m.d.sync += level.eq(level + row_valid[0] - fetch)
-
     def _select(self, m, pes):
         """The select drain; returns the row register and its valid flag."""
         R, C = self._rows, self._cols
@@ -417,8 +375,7 @@ class SystolicArray(wiring.Component):
         return row, row_valid
 
     def _chain(self, m, pes):
-        """The chain drain; returns the row register and its valid flag, one copy per
-        column."""
+        """The chain drain; returns the row register and its valid flag."""
         R, C = self._rows, self._cols
         # PE (p, c) completes R-1-p cycles before the bottom PE of its column; it
         # starts shifting then (its ``done`` delayed, so no start signal reaches along the
@@ -439,16 +396,14 @@ class SystolicArray(wiring.Component):
         # column's bottom PE; ``row`` takes row r of all columns at once.
         columns = [_delayed(m, pes[R - 1][c].result, C - 1 - c, f"deskew_{c}") for c in range(C)]
         row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        row_valid = Signal()
         first = pes[R - 1][C - 1].done
         remaining = Signal(range(R))
         with m.If(first):
             m.d.sync += remaining.eq(R - 1)
         with m.Elif(remaining != 0):
             m.d.sync += remaining.eq(remaining - 1)
-        m.d.sync += row.eq(Cat(columns))
-        # A valid flag per column, for the FIFO's per-column RAMs.
-        row_valid = kept_register(m, (first | (remaining != 0)).replicate(C), "row_valid",
-                                  family=self._replica, reset=True)
+        m.d.sync += [row.eq(Cat(columns)), row_valid.eq(first | (remaining != 0))]
         return row, row_valid
 
     def _input_stage(self, m):

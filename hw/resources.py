@@ -333,10 +333,7 @@ def plan(config):
                                                  ram="spram" if name in spram else "block")
                        for name in ("act", "wgt"))
             rows = fifo_depth(c.rows, c.cols, product_register, lead, drain) - 1
-            # The chain drain's FIFO has a RAM per column (hw.array).
-            buffers["array_fifo"] = (
-                c.cols * block_rams(family, rows, 1, c.acc_width, False) if drain == "chain"
-                else block_rams(family, rows, 1, c.cols * c.acc_width, False))
+            buffers["array_fifo"] = block_rams(family, rows, 1, c.cols * c.acc_width, False)
     return Plan(
         device=device, dsp_budget=dsp_budget, bram_budget=bram_budget,
         pe_multipliers=tuple([dsp_impl] * pe_dsp + [pe_logic] * (n_pe - pe_dsp)),

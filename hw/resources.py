@@ -166,12 +166,10 @@ class Plan:
         on ECP5, so each PE keeps its own.
     groups : dict
         Lanes per memory of each latency-2 buffer (:func:`lane_groups`).
-    response_slices : {1, 2, 4}
+    response_slices : {1, 2}
         Register slices on the response stream between the controller and the host side
         (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
-        controller's response logic stays by the decoder), 4 for arrays of more than 64
-        PEs, whose controller may lie across the die from the pins (the 85F 16x16's worst
-        path was the one route between two slices, 14.9 ns), 1 on iCE40, whose UP5K has no
+        controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
         logic cells to spare.
     product_register : bool
         Whether every PE registers its product once more before its accumulator
@@ -341,7 +339,7 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
-        response_slices=1 if family == "ice40" else 4 if c.rows * c.cols > 64 else 2,
+        response_slices=1 if family == "ice40" else 2,
         product_register=product_register, drain=drain,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,

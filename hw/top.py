@@ -77,16 +77,15 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), host_in.i)
         wiring.connect(m, host_in.o, controller.i)
         # The controller's responses leave its own register slice, whose response
-        # multiplexers sit next to the decoder; more slices can sit between it and the host
-        # side (pins, a UART bridge), so the route between them carries no logic and, on a
-        # large die, is cut into hops (not on iCE40: ``Plan.response_slices``).
-        response = controller.o
-        for n in range(c.resources.response_slices - 1):
-            name = "out_slice" if n == 0 else f"out_slice{n}"
-            m.submodules[name] = out_slice = SkidBuffer(WORD)
-            wiring.connect(m, response, out_slice.i)
-            response = out_slice.o
-        wiring.connect(m, response, host_out.i)
+        # multiplexers sit next to the decoder; a second slice can sit next to the host side
+        # (pins, a UART bridge), so the route between them carries no logic (not on iCE40:
+        # ``Plan.response_slices``).
+        if c.resources.response_slices == 2:
+            m.submodules.out_slice = out_slice = SkidBuffer(WORD)
+            wiring.connect(m, controller.o, out_slice.i)
+            wiring.connect(m, out_slice.o, host_out.i)
+        else:
+            wiring.connect(m, controller.o, host_out.i)
         wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)
         wiring.connect(m, array.o, controller.acc)

@@ -192,9 +192,3 @@ def test_response_slices_per_family():
         p = AcceleratorConfig(rows=2, cols=2, device=device, act_depth=64, wgt_depth=64,
                               out_depth=64).resources
         assert p.response_slices == slices and p.to_dict()["response_slices"] == slices
-    # Four on a large array, whose controller may lie across the die from the pins.
-    small = {"act_depth": 64, "wgt_depth": 64, "out_depth": 64}
-    for device in ("ecp5-85f", None):
-        for pe, slices in ((16, 4), (8, 2)):
-            p = AcceleratorConfig(rows=pe, cols=pe, device=device, **small).resources
-            assert p.response_slices == slices

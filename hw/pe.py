@@ -52,7 +52,9 @@ class PE(wiring.Component):
         How the operands' flags and the step's flags are registered
         (:func:`hw.vendor.kept_register`): every PE on an anti-diagonal sees the same flags
         in the same cycles, and Yosys would merge their registers into one per
-        anti-diagonal that drives PEs across the array. The results are the same.
+        anti-diagonal that drives PEs across the array. Also the ``family`` of a
+        ``"carry"`` multiplier (ECP5 ``CCU2C`` cells, or their logic model). The results are
+        the same.
     product_register : bool
         Register the product once more before the accumulator (one more cycle of
         :attr:`latency`): a DSP block sits in a row of DSP blocks that may lie far from

@@ -126,13 +126,14 @@ class Multiplier(wiring.Component):
         # The sum of two rows and its sign need len(a) + 2 bits, one more for unsigned ``a``.
         width = n + 2 + (not a.shape().signed)
 
+        zero = (lambda p, q: 0, 0, 0)
+
         def bit(i, k):
             """Bit k of row i (``b[i] ? a : 0``, extended) as a term of two inputs."""
             if k < n or a.shape().signed:
                 return (lambda p, q: p & q, a[min(k, n - 1)], b[i])
-            return (lambda p, q: 0, 0, 0)
+            return zero
 
-        zero = (lambda p, q: 0, 0, 0)
         rows = []
         for i in range(0, len(b), 2):
             if i + 1 == len(b):
@@ -186,6 +187,11 @@ class Multiplier(wiring.Component):
         # Rows a * b[i] * 2**i, the sign bit's row negated for a signed b (two's complement).
         a, b = self.a, self.b
         width = len(self.p)
+
+        def register_shape(row):
+            # "carry" keeps each row's own width (Yosys drops constant bits).
+            return row.shape() if self._impl == "carry" else self.p.shape()
+
         if self._impl == "carry":
             # The first level of the tree is in the carry chains.
             levels = (len(b) - 1).bit_length()
@@ -203,9 +209,7 @@ class Multiplier(wiring.Component):
             if level == first:
                 staged = []
                 for n, row in enumerate(rows):
-                    # "carry" keeps each row's own width (Yosys drops constant bits).
-                    shape = row.shape() if self._impl == "carry" else self.p.shape()
-                    reg = Signal(shape, name=f"partial{n}")
+                    reg = Signal(register_shape(row), name=f"partial{n}")
                     with m.If(self.en[0]):
                         m.d.sync += reg.eq(row)
                     staged.append(reg)
@@ -213,8 +217,7 @@ class Multiplier(wiring.Component):
             rows = [rows[n] + rows[n + 1] if n + 1 < len(rows) else rows[n]
                     for n in range(0, len(rows), 2)]
         if levels == 0 or first == levels:
-            shape = rows[0].shape() if self._impl == "carry" else self.p.shape()
-            staged = Signal(shape, name="partial0")
+            staged = Signal(register_shape(rows[0]), name="partial0")
             with m.If(self.en[0]):
                 m.d.sync += staged.eq(rows[0])
             rows = [staged]

@@ -227,6 +227,10 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
     p.add_argument("--buffer-output-register", choices=("on", "off"), default=None,
                    help="register every buffer's read data once more, one more cycle of "
                         "read latency (default: on for ECP5 devices, off otherwise)")
+    p.add_argument("--host-relay", type=_int, default=None, metavar="STAGES",
+                   help="register stages each way between each host port and the "
+                        "controller, with credit flow control; 0 for none (default: 4 on "
+                        "ECP5 arrays of more than 64 PEs, else 0)")
 
 
 def config_from_args(args):
@@ -240,7 +244,8 @@ def config_from_args(args):
                   dsp_budget=args.dsp, bram_budget=args.bram,
                   buffer_latency=args.buffer_latency,
                   buffer_output_register={None: None, "on": True, "off": False}[
-                      args.buffer_output_register])
+                      args.buffer_output_register],
+                  host_relay=args.host_relay)
     depths = {f"{name}_depth": getattr(args, f"{name}_depth")
               for name in ("act", "wgt", "par", "out")}
     given = {key: v for key, v in depths.items() if v is not None}

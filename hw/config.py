@@ -14,6 +14,8 @@ MAX_DIM = 64
 HOST_WIDTHS = (8, 16, 32, 64, 128)
 ACC_WIDTHS = range(16, 33)
 MAX_DEPTH = 1 << 20
+#: Most register stages of the host relay (hw.skid.Relay) each way.
+MAX_RELAY = 16
 
 
 def parse_pe(text):
@@ -71,6 +73,10 @@ class AcceleratorConfig:
         on top of ``buffer_latency``), so a block RAM's clock-to-output delay ends beside
         it. None: the device's default (on ECP5, whose DP16KD takes 5.8 ns from clock to
         data, and nowhere else).
+    host_relay : int or None
+        Register stages each way of a :class:`hw.skid.Relay` between each host port and
+        the controller, 0..16 (0: none). None: the device's default (4 on ECP5 arrays of
+        more than 64 PEs, else 0; ``hw.resources.Plan.host_relay``).
 
     A configuration whose buffers need more block RAM than the budget raises
     :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP
@@ -91,6 +97,7 @@ class AcceleratorConfig:
     bram_budget: int | None = None
     buffer_latency: int | None = None
     buffer_output_register: bool | None = None
+    host_relay: int | None = None
 
     def __post_init__(self):
         for name in ("rows", "cols"):
@@ -120,6 +127,11 @@ class AcceleratorConfig:
         if self.buffer_output_register not in (None, False, True):
             raise ValueError("buffer_output_register must be None, False or True, not "
                              f"{self.buffer_output_register!r}")
+        if self.host_relay is not None and (
+                not isinstance(self.host_relay, int) or isinstance(self.host_relay, bool)
+                or not 0 <= self.host_relay <= MAX_RELAY):
+            raise ValueError(f"host_relay must be an integer in 0..{MAX_RELAY}, not "
+                             f"{self.host_relay!r}")
         if self.bram_budget is not None and self.device is None:
             raise ValueError("bram_budget needs a device, whose block RAM geometry it counts")
         check(self)

@@ -171,6 +171,13 @@ class Plan:
         (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
         controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
         logic cells to spare.
+    host_relay : int
+        Register stages each way of the :class:`hw.skid.Relay` between each host port and
+        the adapters (:class:`hw.top.Accelerator`), 0 for none (the response stream's
+        second slice then sits there). 4 on ECP5 arrays with the chain drain: out of any
+        board the ports sit on pins along the die's edges, and on the ECP5-85F's 16x16 the
+        skid buffers between them and the controller were stretched into one route of
+        up to 17.6 ns (docs/fpga.md).
     product_register : bool
         Whether every PE registers its product once more before its accumulator
         (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
@@ -198,6 +205,7 @@ class Plan:
     spram: dict | None = None
     requant_pipeline: str = "deep"
     response_slices: int = 2
+    host_relay: int = 0
     product_register: bool = True
     buffer_latency: int = 1
     output_register: bool = False
@@ -252,6 +260,7 @@ class Plan:
             },
             "requant_pipeline": self.requant_pipeline,
             "response_slices": self.response_slices,
+            "host_relay_stages": self.host_relay,
             "pe_product_register": self.product_register,
             "buffer_latency": self.buffer_latency,
             "buffer_output_register": self.output_register,
@@ -340,6 +349,8 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
+        host_relay=(4 if family == "ecp5" and drain == "chain" else 0)
+        if getattr(c, "host_relay", None) is None else c.host_relay,
         product_register=product_register, drain=drain,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,

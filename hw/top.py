@@ -9,7 +9,7 @@ from .config import AcceleratorConfig
 from .controller import Controller
 from .host import WORD, HostToWords, WordsToHost
 from .requant import Requantizer
-from .skid import SkidBuffer
+from .skid import Relay, SkidBuffer
 
 __all__ = ["Accelerator"]
 
@@ -74,19 +74,33 @@ class Accelerator(wiring.Component):
 
         # The controller takes the command words through a register slice of its own: no
         # path from the host side (pins, a UART bridge) goes straight into its decoder.
-        wiring.connect(m, wiring.flipped(self.i), host_in.i)
+        # On large arrays a relay carries each host stream between the ports and the
+        # adapters through plain registers (``Plan.host_relay``).
+        relay = c.resources.host_relay
+        if relay:
+            m.submodules.in_relay = in_relay = Relay(c.host_width, relay)
+            m.submodules.out_relay = out_relay = Relay(c.host_width, relay)
+            wiring.connect(m, wiring.flipped(self.i), in_relay.i)
+            wiring.connect(m, in_relay.o, host_in.i)
+        else:
+            wiring.connect(m, wiring.flipped(self.i), host_in.i)
         wiring.connect(m, host_in.o, controller.i)
         # The controller's responses leave its own register slice, whose response
         # multiplexers sit next to the decoder; a second slice can sit next to the host side
         # (pins, a UART bridge), so the route between them carries no logic (not on iCE40:
-        # ``Plan.response_slices``).
-        if c.resources.response_slices == 2:
+        # ``Plan.response_slices``), unless a relay goes there.
+        if relay:
+            wiring.connect(m, controller.o, host_out.i)
+            wiring.connect(m, host_out.o, out_relay.i)
+            wiring.connect(m, out_relay.o, wiring.flipped(self.o))
+        elif c.resources.response_slices == 2:
             m.submodules.out_slice = out_slice = SkidBuffer(WORD)
             wiring.connect(m, controller.o, out_slice.i)
             wiring.connect(m, out_slice.o, host_out.i)
         else:
             wiring.connect(m, controller.o, host_out.i)
-        wiring.connect(m, host_out.o, wiring.flipped(self.o))
+        if not relay:
+            wiring.connect(m, host_out.o, wiring.flipped(self.o))
         wiring.connect(m, controller.feed, array.i)
         wiring.connect(m, array.o, controller.acc)
         wiring.connect(m, controller.rq, requant.i)

@@ -45,7 +45,8 @@ def test_success_writes_verilog_and_manifest(small):
                                   "host_width": 16, "act_depth": 8, "wgt_depth": 8,
                                   "par_depth": 2, "out_depth": 12,
                                   "device": None, "dsp_budget": None, "bram_budget": None,
-                                  "buffer_latency": None, "buffer_output_register": None}
+                                  "buffer_latency": None, "buffer_output_register": None,
+                                  "host_relay": None}
     assert manifest["peak_macs_per_cycle"] == 6
     assert manifest["buffers"]["act"] == {"banks": 2, "words_per_bank": 8, "bits_per_word": 16,
                                           "host_words_per_word": 1, "total_bits": 256}

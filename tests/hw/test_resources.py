@@ -192,3 +192,21 @@ def test_response_slices_per_family():
         p = AcceleratorConfig(rows=2, cols=2, device=device, act_depth=64, wgt_depth=64,
                               out_depth=64).resources
         assert p.response_slices == slices and p.to_dict()["response_slices"] == slices
+
+
+@pytest.mark.parametrize("device, size, stages", [("ecp5-85f", 16, 4), ("ecp5-85f", 9, 4),
+                                                  ("ecp5-85f", 8, 0), ("ecp5-25f", 4, 0),
+                                                  ("ice40-up5k", 2, 0), (None, 16, 0)])
+def test_host_relay_on_large_ecp5_arrays(device, size, stages):
+    depths = dict(act_depth=256, wgt_depth=256, out_depth=256) if device else {}
+    p = AcceleratorConfig(rows=size, cols=size, device=device, **depths).resources
+    assert p.host_relay == stages and p.to_dict()["host_relay_stages"] == stages
+    # An explicit choice wins over the device's.
+    q = AcceleratorConfig(rows=size, cols=size, device=device, host_relay=2, **depths).resources
+    assert q.host_relay == 2
+
+
+@pytest.mark.parametrize("bad", [-1, 17, 1.5, True, "4"])
+def test_host_relay_refuses_bad_values(bad):
+    with pytest.raises(ValueError, match="host_relay must be an integer in 0..16"):
+        AcceleratorConfig(rows=2, cols=2, host_relay=bad)

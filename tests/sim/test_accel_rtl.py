@@ -26,9 +26,10 @@ CONFIGS = {
     # Registered buffer read data, as on ECP5.
     "4x4": AcceleratorConfig(rows=4, cols=4, act_depth=64, wgt_depth=64, par_depth=2,
                              out_depth=32, buffer_output_register=True),
+    # Host beats through a relay of 3 stages each way (as on ECP5's large arrays).
     "3x5-single-h8": AcceleratorConfig(rows=3, cols=5, rounding="single", host_width=8,
                                        acc_width=24, act_depth=48, wgt_depth=40, par_depth=2,
-                                       out_depth=30),
+                                       out_depth=30, host_relay=3),
     # Buffers with registered inputs, as on ECP5 (read latency 2).
     "8x8-h64": AcceleratorConfig(rows=8, cols=8, host_width=64, act_depth=128, wgt_depth=96,
                                  par_depth=3, out_depth=96, buffer_latency=2),

@@ -249,10 +249,10 @@ class DeviceId(NamedTuple):
 
 
 def reported(config):
-    """``config`` with only what ID reports: no target device, budgets or buffer latencies,
-    which change how the same accelerator is built, not what it computes."""
+    """``config`` with only what ID reports: no target device, budgets, buffer latencies or
+    host relay, which change how the same accelerator is built, not what it computes."""
     return replace(config, device=None, dsp_budget=None, bram_budget=None,
-                   buffer_latency=None, buffer_output_register=None)
+                   buffer_latency=None, buffer_output_register=None, host_relay=None)
 
 
 def parse_id(words):

@@ -229,8 +229,7 @@ def add_config_arguments(parser, *, host_width_default=_DEFAULTS.host_width, pe_
                         "read latency (default: on for ECP5 devices, off otherwise)")
     p.add_argument("--host-relay", type=_int, default=None, metavar="STAGES",
                    help="register stages each way between each host port and the "
-                        "controller, with credit flow control; 0 for none (default: 4 on "
-                        "ECP5 arrays of more than 64 PEs, else 0)")
+                        "controller, with credit flow control (default 0: none)")
 
 
 def config_from_args(args):

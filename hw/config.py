@@ -75,8 +75,7 @@ class AcceleratorConfig:
         data, and nowhere else).
     host_relay : int or None
         Register stages each way of a :class:`hw.skid.Relay` between each host port and
-        the controller, 0..16 (0: none). None: the device's default (4 on ECP5 arrays of
-        more than 64 PEs, else 0; ``hw.resources.Plan.host_relay``).
+        the controller, 0..16 (0 or None: none; ``hw.resources.Plan.host_relay``).
 
     A configuration whose buffers need more block RAM than the budget raises
     :class:`hw.resources.ResourceError` (a ValueError) naming the numbers; past the DSP

@@ -174,10 +174,11 @@ class Plan:
     host_relay : int
         Register stages each way of the :class:`hw.skid.Relay` between each host port and
         the adapters (:class:`hw.top.Accelerator`), 0 for none (the response stream's
-        second slice then sits there). 4 on ECP5 arrays with the chain drain: out of any
-        board the ports sit on pins along the die's edges, and on the ECP5-85F's 16x16 the
-        skid buffers between them and the controller were stretched into one route of
-        up to 17.6 ns (docs/fpga.md).
+        second slice then sits there). Only on request (``AcceleratorConfig.host_relay``):
+        out of any board the ports sit on pins along the die's edges, and on the
+        ECP5-85F's 16x16 the skid buffers between them and the controller were stretched
+        into one route of up to 17.6 ns, but the relay's placements tried did not route
+        (docs/fpga.md, "Ninth session").
     product_register : bool
         Whether every PE registers its product once more before its accumulator
         (:class:`hw.pe.PE`): not on iCE40, whose DSP blocks lie beside the logic and whose
@@ -349,8 +350,7 @@ def plan(config):
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
         response_slices=1 if family == "ice40" else 2,
-        host_relay=(4 if family == "ecp5" and drain == "chain" else 0)
-        if getattr(c, "host_relay", None) is None else c.host_relay,
+        host_relay=getattr(c, "host_relay", None) or 0,
         product_register=product_register, drain=drain,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,

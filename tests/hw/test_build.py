@@ -144,6 +144,8 @@ def test_bad_out_is_refused_before_work(out):
     ["--pe", "4x4", "--par-depth", str((1 << 20) + 1)],
     ["--pe", "4x4", "--host-width", "24"],
     ["--pe", "4x4", "--acc-width", "40"],
+    ["--pe", "4x4", "--host-relay", "17"],
+    ["--pe", "4x4", "--host-relay", "-1"],
     ["--pe", "4x4", "--frobnicate"],
     [],
 ])
@@ -155,6 +157,21 @@ def test_bad_argument_is_one_line_and_exit_2(args, tmp_path):
     assert len(lines) == 1 and "error" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_host_relay_reaches_the_manifest_and_the_verilog(tmp_path):
+    assert build(*SMALL, "--host-relay", "3", "--out", str(tmp_path)).returncode == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["host_relay"] == 3
+    assert manifest["resources"]["host_relay_stages"] == 3
+    verilog = (tmp_path / "qmac_2x3.v").read_text()
+    assert "in_relay" in verilog and "out_relay" in verilog
+
+
+def test_no_host_relay_by_default(small):
+    _, out = small
+    assert json.loads((out / "manifest.json").read_text())["resources"]["host_relay_stages"] == 0
+    assert "relay" not in (out / "qmac_2x3.v").read_text()
 
 
 def test_help():

@@ -194,16 +194,14 @@ def test_response_slices_per_family():
         assert p.response_slices == slices and p.to_dict()["response_slices"] == slices
 
 
-@pytest.mark.parametrize("device, size, stages", [("ecp5-85f", 16, 4), ("ecp5-85f", 9, 4),
-                                                  ("ecp5-85f", 8, 0), ("ecp5-25f", 4, 0),
-                                                  ("ice40-up5k", 2, 0), (None, 16, 0)])
-def test_host_relay_on_large_ecp5_arrays(device, size, stages):
+@pytest.mark.parametrize("device, size", [("ecp5-85f", 16), ("ecp5-85f", 8),
+                                          ("ice40-up5k", 2), (None, 16)])
+def test_host_relay_only_on_request(device, size):
     depths = dict(act_depth=256, wgt_depth=256, out_depth=256) if device else {}
     p = AcceleratorConfig(rows=size, cols=size, device=device, **depths).resources
-    assert p.host_relay == stages and p.to_dict()["host_relay_stages"] == stages
-    # An explicit choice wins over the device's.
+    assert p.host_relay == 0 and p.to_dict()["host_relay_stages"] == 0
     q = AcceleratorConfig(rows=size, cols=size, device=device, host_relay=2, **depths).resources
-    assert q.host_relay == 2
+    assert q.host_relay == 2 and q.to_dict()["host_relay_stages"] == 2
 
 
 @pytest.mark.parametrize("bad", [-1, 17, 1.5, True, "4"])

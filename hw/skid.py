@@ -95,12 +95,12 @@ class Relay(wiring.Component):
     _FIFO_LATENCY = 2
 
     def __init__(self, shape, stages, *, depth=None):
-        if not isinstance(stages, int) or stages < 1:
-            raise ValueError(f"stages must be a positive integer, not {stages!r}")
-        if depth is None:
+        if depth is None and isinstance(stages, int):
             depth = self.full_rate_depth(stages)
-        if not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"depth must be a positive integer, not {depth!r}")
+        for name, value in (("stages", stages), ("depth", depth)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                self._MustUse__silence = True   # never elaborated: no "unused" warning
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
         self._shape = shape
         self._stages = stages
         self._depth = depth

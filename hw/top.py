@@ -74,8 +74,8 @@ class Accelerator(wiring.Component):
 
         # The controller takes the command words through a register slice of its own: no
         # path from the host side (pins, a UART bridge) goes straight into its decoder.
-        # On large arrays a relay carries each host stream between the ports and the
-        # adapters through plain registers (``Plan.host_relay``).
+        # On request a relay carries each host stream between the ports and the adapters
+        # through plain registers (``Plan.host_relay``, ``hw.build --host-relay N``).
         relay = c.resources.host_relay
         if relay:
             m.submodules.in_relay = in_relay = Relay(c.host_width, relay)

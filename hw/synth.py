@@ -343,7 +343,12 @@ def yosys_script(device, config, verilog):
     logic = any(impl in LOGIC_IMPLS for impl in plan.pe_multipliers + plan.requant_multipliers)
     delay = (f"scratchpad -set abc9.D {device.abc9_delay}; "
              if device.abc9_delay and logic else "")
-    return (f"read_verilog {verilog}; {delay}"
+    # Yosys 0.70 marks every instance of a module it has not read yet ``reprocess_after``;
+    # on the 16x16 netlist its last ``hierarchy`` then derived the flattened top again from
+    # the Verilog (with its submodules, gone by then) and stopped ("Module
+    # `\qmac_top.requant' ... is not part of the design"). Amaranth's Verilog declares
+    # every wire and port, so nothing in it needs a second derivation.
+    return (f"read_verilog {verilog}; attrmap -remove reprocess_after; {delay}"
             f"synth_{device.family} {' '.join(device.yosys_options)} -top {TOP_MODULE}; "
             f"write_json top.json")
 

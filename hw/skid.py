@@ -101,7 +101,6 @@ class Relay(wiring.Component):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 self._MustUse__silence = True   # never elaborated: no "unused" warning
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        self._shape = shape
         self._stages = stages
         self._depth = depth
         super().__init__({

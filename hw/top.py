@@ -76,31 +76,27 @@ class Accelerator(wiring.Component):
         # path from the host side (pins, a UART bridge) goes straight into its decoder.
         # On request a relay carries each host stream between the ports and the adapters
         # through plain registers (``Plan.host_relay``, ``hw.build --host-relay N``).
+        host_i, host_o = wiring.flipped(self.i), wiring.flipped(self.o)
         relay = c.resources.host_relay
         if relay:
             m.submodules.in_relay = in_relay = Relay(c.host_width, relay)
             m.submodules.out_relay = out_relay = Relay(c.host_width, relay)
-            wiring.connect(m, wiring.flipped(self.i), in_relay.i)
-            wiring.connect(m, in_relay.o, host_in.i)
-        else:
-            wiring.connect(m, wiring.flipped(self.i), host_in.i)
+            wiring.connect(m, host_i, in_relay.i)
+            wiring.connect(m, out_relay.o, host_o)
+            host_i, host_o = in_relay.o, out_relay.i
+        wiring.connect(m, host_i, host_in.i)
         wiring.connect(m, host_in.o, controller.i)
         # The controller's responses leave its own register slice, whose response
         # multiplexers sit next to the decoder; a second slice can sit next to the host side
         # (pins, a UART bridge), so the route between them carries no logic (not on iCE40:
         # ``Plan.response_slices``), unless a relay goes there.
-        if relay:
-            wiring.connect(m, controller.o, host_out.i)
-            wiring.connect(m, host_out.o, out_relay.i)
-            wiring.connect(m, out_relay.o, wiring.flipped(self.o))
-        elif c.resources.response_slices == 2:
+        response = controller.o
+        if not relay and c.resources.response_slices == 2:
             m.submodules.out_slice = out_slice = SkidBuffer(WORD)
             wiring.connect(m, controller.o, out_slice.i)
-            wiring.connect(m, out_slice.o, host_out.i)
-        else:
-            wiring.connect(m, controller.o, host_out.i)
-        if not relay:
-            wiring.connect(m, host_out.o, wiring.flipped(self.o))
+            response = out_slice.o
+        wiring.connect(m, response, host_out.i)
+        wiring.connect(m, host_out.o, host_o)
         wiring.connect(m, controller.feed, array.i)
         wiring.connect(m, array.o, controller.acc)
         wiring.connect(m, controller.rq, requant.i)

@@ -8,8 +8,10 @@ from hw.skid import Relay, SkidBuffer
 from tests.hw.streams import recv, send
 
 
-def run(payloads, *, p_idle, p_stall, seed, sent_log=None, taken_log=None):
-    dut = SkidBuffer(16)
+def run(payloads, *, p_idle, p_stall, seed, dut=None, sent_log=None, taken_log=None):
+    """Stream ``payloads`` through ``dut`` (default: a 16-bit SkidBuffer) with random
+    bubbles and backpressure; returns what came out and the DUT."""
+    dut = SkidBuffer(16) if dut is None else dut
     rng = np.random.default_rng(seed)
     got = []
 
@@ -25,7 +27,7 @@ def run(payloads, *, p_idle, p_stall, seed, sent_log=None, taken_log=None):
     sim.add_testbench(source)
     sim.add_testbench(sink)
     sim.run()
-    return got, dut.latency
+    return got, dut
 
 
 @pytest.mark.parametrize("p_idle, p_stall", [(0, 0), (0.3, 0), (0, 0.5), (0.4, 0.4)])
@@ -38,10 +40,10 @@ def test_random_backpressure_keeps_every_beat_in_order(p_idle, p_stall):
 def test_full_rate_with_one_cycle_latency():
     sent, taken = [], []
     payloads = list(range(50))
-    got, latency = run(payloads, p_idle=0, p_stall=0, seed=0, sent_log=sent, taken_log=taken)
+    got, dut = run(payloads, p_idle=0, p_stall=0, seed=0, sent_log=sent, taken_log=taken)
     assert [int(v) for v in got] == payloads
     assert sent == list(range(50))
-    assert taken == [t + latency for t in sent]
+    assert taken == [t + dut.latency for t in sent]
 
 
 def test_ready_does_not_depend_on_downstream_ready():
@@ -66,34 +68,13 @@ def test_ready_does_not_depend_on_downstream_ready():
     assert accepted == [1, 1, 0, 0, 0]
 
 
-def run_relay(payloads, *, stages, depth=None, p_idle, p_stall, seed, sent_log=None,
-              taken_log=None):
-    dut = Relay(16, stages, depth=depth)
-    rng = np.random.default_rng(seed)
-    got = []
-
-    async def source(ctx):
-        await send(ctx, dut.i, payloads, rng=rng, p_idle=p_idle, log=sent_log)
-
-    async def sink(ctx):
-        got.extend(await recv(ctx, dut.o, len(payloads), rng=rng, p_stall=p_stall,
-                              log=taken_log))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
-    return got, dut
-
-
 @pytest.mark.parametrize("stages, depth", [(1, None), (3, None), (4, None), (2, 1), (3, 4)])
 @pytest.mark.parametrize("p_idle, p_stall", [(0, 0), (0.3, 0), (0, 0.5), (0.4, 0.4),
                                              (0, 0.9)])
 def test_relay_keeps_every_beat_in_order(stages, depth, p_idle, p_stall):
     payloads = np.random.default_rng(stages).integers(0, 1 << 16, 300).tolist()
-    got, _ = run_relay(payloads, stages=stages, depth=depth, p_idle=p_idle,
-                       p_stall=p_stall, seed=5 + stages)
+    got, _ = run(payloads, dut=Relay(16, stages, depth=depth), p_idle=p_idle,
+                 p_stall=p_stall, seed=5 + stages)
     assert [int(v) for v in got] == payloads
 
 
@@ -101,8 +82,8 @@ def test_relay_keeps_every_beat_in_order(stages, depth, p_idle, p_stall):
 def test_relay_full_rate_at_its_latency(stages):
     sent, taken = [], []
     payloads = list(range(100))
-    got, dut = run_relay(payloads, stages=stages, p_idle=0, p_stall=0, seed=0,
-                         sent_log=sent, taken_log=taken)
+    got, dut = run(payloads, dut=Relay(16, stages), p_idle=0, p_stall=0, seed=0,
+                   sent_log=sent, taken_log=taken)
     assert [int(v) for v in got] == payloads
     assert sent == list(range(100))                 # one beat a cycle, never refused
     assert taken == [t + dut.latency for t in sent]
@@ -114,8 +95,8 @@ def test_relay_one_credit_short_loses_rate_not_beats():
     sent = []
     payloads = list(range(100))
     stages = 3
-    got, _ = run_relay(payloads, stages=stages, depth=Relay.full_rate_depth(stages) - 1,
-                       p_idle=0, p_stall=0, seed=0, sent_log=sent)
+    got, _ = run(payloads, dut=Relay(16, stages, depth=Relay.full_rate_depth(stages) - 1),
+                 p_idle=0, p_stall=0, seed=0, sent_log=sent)
     assert [int(v) for v in got] == payloads
     assert sent[-1] > 99
 

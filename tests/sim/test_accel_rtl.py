@@ -26,7 +26,7 @@ CONFIGS = {
     # Registered buffer read data, as on ECP5.
     "4x4": AcceleratorConfig(rows=4, cols=4, act_depth=64, wgt_depth=64, par_depth=2,
                              out_depth=32, buffer_output_register=True),
-    # Host beats through a relay of 3 stages each way (as on ECP5's large arrays).
+    # Host beats through a relay of 3 stages each way (hw.build --host-relay 3).
     "3x5-single-h8": AcceleratorConfig(rows=3, cols=5, rounding="single", host_width=8,
                                        acc_width=24, act_depth=48, wgt_depth=40, par_depth=2,
                                        out_depth=30, host_relay=3),

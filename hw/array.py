@@ -72,10 +72,11 @@ def fifo_depth(rows, cols, product_register=False, lead=None, drain="select"):
     return rows + array_latency(rows, cols, product_register, drain) - 1 + extra
 
 
-def _delayed(m, value, cycles, name):
-    """``value`` delayed ``cycles`` cycles by registers named ``{name}_{n}``."""
+def _delayed(m, value, cycles, name, *, reset_less=False):
+    """``value`` delayed ``cycles`` cycles by registers named ``{name}_{n}`` (without the
+    domain's reset if ``reset_less``: data whose flags travel apart)."""
     for n in range(cycles):
-        reg = Signal.like(value, name=f"{name}_{n}")
+        reg = Signal.like(value, name=f"{name}_{n}", reset_less=reset_less)
         m.d.sync += reg.eq(value)
         value = reg
     return value
@@ -268,10 +269,14 @@ class SystolicArray(wiring.Component):
 
         def registered(data, valid, last, name):
             """An operand register: the data, and the flags in registers of their own."""
+            # Only the flags are reset: the data is read only where they say it is valid,
+            # and without the reset its register needs no route from the reset.
             operand = Signal(Operand, name=name)
             flags = flag_register(Cat(valid, last), f"{name}_flags")
-            m.d.sync += operand.data.eq(data)
-            m.d.comb += [operand.valid.eq(flags[0]), operand.last.eq(flags[1])]
+            value = Signal.like(operand.data, name=f"{name}_data", reset_less=True)
+            m.d.sync += value.eq(data)
+            m.d.comb += [operand.data.eq(value), operand.valid.eq(flags[0]),
+                         operand.last.eq(flags[1])]
             return operand
 
         def skew(operand, index, kind):
@@ -328,6 +333,7 @@ class SystolicArray(wiring.Component):
         r_port = storage.read_port(domain="comb")
         produce = Signal.like(w_port.addr)
         consume = Signal.like(r_port.addr)
+        payload = Signal.like(self.o.payload, name="o_data", reset_less=True)
         level = Signal(range(self.fifo_depth))
         fetch = (level != 0) & (~self.o.valid | self.o.ready)
 
@@ -343,11 +349,12 @@ class SystolicArray(wiring.Component):
         with m.If(row_valid):
             m.d.sync += produce.eq(incr(produce))
         with m.If(fetch):
-            m.d.sync += [consume.eq(incr(consume)), self.o.payload.eq(r_port.data),
+            m.d.sync += [consume.eq(incr(consume)), payload.eq(r_port.data),
                          self.o.valid.eq(1)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         m.d.sync += level.eq(level + row_valid - fetch)
+        m.d.comb += self.o.payload.eq(payload)
 
         return m
 
@@ -360,7 +367,7 @@ class SystolicArray(wiring.Component):
         # each PE's result is selected by its own ``done`` delayed to that cycle: no select
         # net reaches across a row (on the ECP5-85F 8x8 that net to 256 AND gates was the
         # critical path).
-        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        row = Signal(data.ArrayLayout(signed(self._acc_width), C), reset_less=True)
         row_valid = Signal()
         complete = [pes[r][C - 1].done for r in range(R)]
         columns = []
@@ -394,8 +401,9 @@ class SystolicArray(wiring.Component):
 
         # Deskew: the bottom PE of column c shows row 0 C-1-c cycles before the last
         # column's bottom PE; ``row`` takes row r of all columns at once.
-        columns = [_delayed(m, pes[R - 1][c].result, C - 1 - c, f"deskew_{c}") for c in range(C)]
-        row = Signal(data.ArrayLayout(signed(self._acc_width), C))
+        columns = [_delayed(m, pes[R - 1][c].result, C - 1 - c, f"deskew_{c}", reset_less=True)
+                   for c in range(C)]
+        row = Signal(data.ArrayLayout(signed(self._acc_width), C), reset_less=True)
         row_valid = Signal()
         first = pes[R - 1][C - 1].done
         remaining = Signal(range(R))

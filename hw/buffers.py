@@ -141,8 +141,10 @@ class BankedBuffer(wiring.Component):
             # The memory's read data is registered with the same enable, so the pipeline
             # still moves only while ``en`` is high.
             read_data = Signal.like(self.r.data, name="read_data")
+            data_reg = Signal.like(self.r.data, name="data_reg", reset_less=True)
             with m.If(self.r.en):
-                m.d.sync += self.r.data.eq(read_data)
+                m.d.sync += data_reg.eq(read_data)
+            m.d.comb += self.r.data.eq(data_reg)
         else:
             read_data = self.r.data
         if self._ram == "spram":
@@ -172,10 +174,12 @@ class BankedBuffer(wiring.Component):
             read_data.eq(rp.data),
         ]
 
-    def _register(self, m, value, name, en=1, copy=False):
-        """``value`` registered (clock enable ``en``); a ``copy`` of a register other lanes
-        also have is a kept vendor flip-flop where ``replica`` asks for one."""
-        return kept_register(m, value, name, en=en, family=self._replica if copy else None)
+    def _register(self, m, value, name, en=1, copy=False, reset=False):
+        """``value`` registered (clock enable ``en``), cleared by the domain's reset only if
+        ``reset``; a ``copy`` of a register other lanes also have is a kept vendor flip-flop
+        where ``replica`` asks for one."""
+        return kept_register(m, value, name, en=en, family=self._replica if copy else None,
+                             reset=reset)
 
     def _elaborate_lanes(self, m, read_data):
         lanes = self._shape.length
@@ -198,7 +202,7 @@ class BankedBuffer(wiring.Component):
             m.d.comb += [
                 wp.addr.eq(self._register(m, w_addr, f"w_addr{g}", copy=True)),
                 wp.data.eq(self._register(m, self.w.data.as_value()[lane_bits], f"w_data{g}")),
-                wp.en.eq(self._register(m, en, f"w_en{g}", copy=not granular)),
+                wp.en.eq(self._register(m, en, f"w_en{g}", copy=not granular, reset=True)),
                 rp.addr.eq(self._register(m, r_addr, f"r_addr{g}", en=self.r.en, copy=True)),
                 rp.en.eq(self.r.en),
                 read_data.as_value()[lane_bits].eq(rp.data),

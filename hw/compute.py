@@ -307,7 +307,7 @@ class ComputeEngine(wiring.Component):
 
         def delayed(value, cycles, name):
             for n in range(cycles):
-                reg = Signal.like(value, name=f"{name}_d{n}")
+                reg = Signal.like(value, name=f"{name}_d{n}", reset_less=True)
                 m.d.sync += reg.eq(value)
                 value = reg
             return value
@@ -352,7 +352,9 @@ class ComputeEngine(wiring.Component):
         # and the read move together whenever the requantizer takes a beat.
         par_l = buffer_latency(c, "par")
         p_valid = [Signal(name=f"p_valid{n}") for n in range(par_l)]
-        p_acc = [Signal.like(self.acc.payload, name=f"p_acc{n}") for n in range(par_l)]
+        # Data registers have no reset, only their valid flags.
+        p_acc = [Signal.like(self.acc.payload, name=f"p_acc{n}", reset_less=True)
+                 for n in range(par_l)]
         last_pi, restart_pi, step_pi = loop("p_i", range(c.rows), c.rows - 1, c.rows == 1)
         last_pu, restart_pu, step_pu = command_loop("p_u", "n_tiles")
         par_ptr = Signal(range(c.par_depth + 1))

@@ -209,7 +209,7 @@ class Multiplier(wiring.Component):
             if level == first:
                 staged = []
                 for n, row in enumerate(rows):
-                    reg = Signal(register_shape(row), name=f"partial{n}")
+                    reg = Signal(register_shape(row), name=f"partial{n}", reset_less=True)
                     with m.If(self.en[0]):
                         m.d.sync += reg.eq(row)
                     staged.append(reg)
@@ -217,9 +217,12 @@ class Multiplier(wiring.Component):
             rows = [rows[n] + rows[n + 1] if n + 1 < len(rows) else rows[n]
                     for n in range(0, len(rows), 2)]
         if levels == 0 or first == levels:
-            staged = Signal(register_shape(rows[0]), name="partial0")
+            staged = Signal(register_shape(rows[0]), name="partial0", reset_less=True)
             with m.If(self.en[0]):
                 m.d.sync += staged.eq(rows[0])
             rows = [staged]
+        # No reset, as in the DSP block's registers (``elaborate``).
+        p = Signal.like(self.p, name="p_reg", reset_less=True)
         with m.If(self.en[1]):
-            m.d.sync += self.p.eq(rows[0][:width])
+            m.d.sync += p.eq(rows[0][:width])
+        m.d.comb += self.p.eq(p)

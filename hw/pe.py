@@ -150,11 +150,19 @@ class PE(wiring.Component):
         reset = ResetSignal()
         m.d.comb += total.eq(acc + product)
 
+        # Data registers have no reset (only the flags do): they are read only where the
+        # flags say they are valid, and the domain's reset then reaches a few flip-flops
+        # per PE instead of all of them.
+        a_data = Signal.like(self.a.data, name="a_data", reset_less=True)
+        b_data = Signal.like(self.b.data, name="b_data", reset_less=True)
+        result = Signal.like(self.result, name="sum", reset_less=True)
         m.d.sync += [
-            self.a_out.data.eq(self.a.data),
-            self.b_out.data.eq(self.b.data),
+            a_data.eq(self.a.data),
+            b_data.eq(self.b.data),
             self.done.eq(step & last),
         ]
+        m.d.comb += [self.a_out.data.eq(a_data), self.b_out.data.eq(b_data),
+                     self.result.eq(result)]
         for port, out, name in ((self.a, self.a_out, "a_flags"), (self.b, self.b_out, "b_flags")):
             flags = kept_register(m, Cat(port.valid, port.last), name, family=self._replica,
                                   reset=True)
@@ -162,9 +170,9 @@ class PE(wiring.Component):
         with m.If(step | reset):
             m.d.sync += acc.eq(Mux(last | reset, 0, total))
         with m.If(step & last):
-            m.d.sync += self.result.eq(total)
+            m.d.sync += result.eq(total)
         if self._drain:
             with m.Elif(self.drain):
-                m.d.sync += self.result.eq(self.drain_in)
+                m.d.sync += result.eq(self.drain_in)
 
         return m

@@ -206,8 +206,8 @@ class Requantizer(wiring.Component):
         shared_layer = self._pipeline == "compact"
         admit = Const(1)
         if shared_layer:
-            layer_0 = Signal(LAYER_PARAMS, name="layer_0")
-            layer_reg = Signal(LAYER_PARAMS, name="layer")
+            layer_0 = Signal(LAYER_PARAMS, name="layer_0", reset_less=True)
+            layer_reg = Signal(LAYER_PARAMS, name="layer", reset_less=True)
             same = Signal(name="same_layer")
             ahead = Signal(range(depth), name="ahead")  # beats in stages 1 .. depth - 2
             empty = Signal(name="ahead_empty", init=1)
@@ -256,8 +256,9 @@ class Requantizer(wiring.Component):
 
         def stage(n, name, shape, value):
             """``value`` as ``shape`` at the end of step n: a register, or a wire if the
-            step is merged into the next."""
-            reg = Signal(shape, name=name)
+            step is merged into the next. The registers have no reset: only the valid flags
+            do, and the domain's reset then reaches a few flip-flops, not every lane's."""
+            reg = Signal(shape, name=name, reset_less=True)
             if n not in registered:
                 m.d.comb += reg.eq(value)
             else:
@@ -300,7 +301,7 @@ class Requantizer(wiring.Component):
         # up to the last one's input; layer(n) is the record at the start of step n.
         layer_regs = [self.i.payload.layer]
         for k in range(0 if shared_layer else depth - 1):
-            layer_regs.append(Signal(LAYER_PARAMS, name=f"layer_{k}"))
+            layer_regs.append(Signal(LAYER_PARAMS, name=f"layer_{k}", reset_less=True))
             with m.If(load[k]):
                 m.d.sync += layer_regs[-1].eq(layer_regs[-2])
 
@@ -308,7 +309,7 @@ class Requantizer(wiring.Component):
             return layer_reg if shared_layer else layer_regs[reg_of[n]]
 
         lane_fn = self._lane_double if self._rounding == "double" else self._lane_single
-        out = Signal(self.o.payload.shape())
+        out = Signal(self.o.payload.shape(), reset_less=True)
         m.d.comb += self.o.payload.eq(out)
         for u in range(units):
             # A unit's step n is the pipeline's step n + 1, after the input register.

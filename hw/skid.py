@@ -45,15 +45,17 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        spare = Signal.like(self.i.payload)
+        # The payload registers have no reset, only the valid flags.
+        spare = Signal.like(self.i.payload, reset_less=True)
+        payload = Signal.like(self.o.payload, name="payload", reset_less=True)
         spare_valid = Signal()
         incoming = self.i.valid & ~spare_valid
-        m.d.comb += self.i.ready.eq(~spare_valid)
+        m.d.comb += [self.i.ready.eq(~spare_valid), self.o.payload.eq(payload)]
         with m.If(~self.o.valid | self.o.ready):
             with m.If(spare_valid):
-                m.d.sync += [self.o.payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
+                m.d.sync += [payload.eq(spare), self.o.valid.eq(1), spare_valid.eq(0)]
             with m.Else():
-                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(incoming)]
+                m.d.sync += [payload.eq(self.i.payload), self.o.valid.eq(incoming)]
         with m.Elif(incoming):
             m.d.sync += [spare.eq(self.i.payload), spare_valid.eq(1)]
         return m

@@ -19,7 +19,7 @@ def kept_register(m, value, name, *, en=1, family=None, reset=False):
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, not {family!r}")
-    reg = Signal(len(value), name=name)
+    reg = Signal(len(value), name=name, reset_less=not reset)
     if family is None:
         with m.If(en):
             m.d.sync += reg.eq(value)

@@ -486,11 +486,13 @@ RESULTS = (
     ("ice40-up5k", 2, 2),
 )
 #: Options of some builds of :data:`RESULTS`: the 16x16 is timed against the 75 MHz it is
-#: meant to reach, and the 8x8 tries up to four placements (``--seeds``): its few failing
-#: paths near 100 MHz are routes whose length the placement decides.
+#: meant to reach, the 8x8 tries up to four placements (``--seeds``): its few failing
+#: paths near 100 MHz are routes whose length the placement decides, and the 25F 8x8 is
+#: routed by router1, which finishes it where router2's overuse stalls (docs/fpga.md).
 RESULT_OPTIONS = {
     "ecp5-85f-8x8": {"seeds": 4},
     "ecp5-85f-16x16": {"freq": 75},
+    "ecp5-25f-8x8": {"router": "router1"},
 }
 
 
@@ -512,7 +514,8 @@ def _command(device, config):
     defaults = type(config)()
     args = [f"--pe {config.rows}x{config.cols}", f"--device {device.name}"]
     options = RESULT_OPTIONS.get(f"{device.name}-{config.rows}x{config.cols}", {})
-    args += [f"--{key} {value:g}" for key, value in options.items()]
+    args += [f"--{key} {value:g}" if isinstance(value, int | float) else f"--{key} {value}"
+             for key, value in options.items()]
     for key in ("acc_width", "rounding"):
         if getattr(config, key) != getattr(defaults, key):
             args.append(f"--{key.replace('_', '-')} {getattr(config, key)}")
@@ -521,9 +524,9 @@ def _command(device, config):
     return "python -m hw.synth " + " ".join(args)
 
 
-def _current_report(out_dir, device, config, freq):
+def _current_report(out_dir, device, config, freq, router=None):
     """The report in ``out_dir`` if it is of this very design (same Verilog), Yosys script
-    and target."""
+    and target, and for ECP5 placed and routed with ``router`` (default router2)."""
     from .build import LINT_PREAMBLE, convert
     from .top import Accelerator
 
@@ -536,6 +539,11 @@ def _current_report(out_dir, device, config, freq):
             or report.get("verilog_sha256") != hashlib.sha256(text.encode()).hexdigest()
             or report.get("commands", {}).get("yosys", [None])[-1]
             != yosys_script(device, config, report.get("verilog"))):
+        return None
+    nextpnr = report.get("commands", {}).get("nextpnr", [])
+    if device.family == "ecp5" and (
+            "--router" not in nextpnr
+            or nextpnr[nextpnr.index("--router") + 1] != (router or "router2")):
         return None
     return report
 
@@ -606,7 +614,8 @@ def run_results(out_root, *, only=None, run=True, log=print):
             continue
         out_dir = Path(out_root) / name
         options = RESULT_OPTIONS.get(name, {})
-        report = _current_report(out_dir, device, config, options.get("freq", device.default_freq))
+        report = _current_report(out_dir, device, config,
+                                 options.get("freq", device.default_freq), options.get("router"))
         if report is not None:
             log(f"{name}: reusing {out_dir / 'report.json'}")
             if "model_check" not in report:
@@ -659,7 +668,8 @@ def results_markdown(rows, out_root):
         "Written by `python -m hw.synth --results --write-docs docs/fpga.md` (each build's",
         f"logs and `report.json` under `{out_root}/DEVICE-RxC/`). Out of any board: every",
         "port on a free pin of the package, the clock on a global net. Target 100 MHz on ECP5",
-        "(75 MHz for the 16x16), 30 MHz on iCE40; nextpnr-ecp5 with `--router router2`; the",
+        "(75 MHz for the 16x16), 30 MHz on iCE40; nextpnr-ecp5 with `--router router2`",
+        "(`--router router1` for the 25F 8x8, which router2 does not finish); the",
         "8x8 on the 85F tries up to four placements (`--seeds 4`). Used / available as nextpnr",
         "reports them (LUT and FF of the iCE40: Yosys's `SB_LUT4` / `SB_DFF*` against its",
         "5280 logic cells). Peak GOPS = 2 x R x C x Fmax. Tool time: wall clock of Yosys and",

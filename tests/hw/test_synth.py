@@ -270,3 +270,37 @@ def test_abc9_delay_target_only_with_logic_products():
         yosys_script(ecp5, large, "a.v")
     up5k = AcceleratorConfig(rows=2, cols=2, device="ice40-up5k", out_depth=256)
     assert "abc9.D" not in yosys_script(ice40, up5k, "a.v")
+
+
+def test_results_reuse_only_the_router_they_name(tmp_path):
+    """A build of the results table names its router in its command, and a report routed
+    by another router is not reused for it."""
+    import hashlib
+
+    from hw.build import LINT_PREAMBLE, convert
+    from hw.synth import _command, _current_report
+    from hw.top import Accelerator
+
+    plan = {name: (device, config) for name, device, config in results_plan()}
+    device, config = plan["ecp5-25f-8x8"]
+    assert "--router router1" in _command(device, config)
+    assert "--router" not in _command(*plan["ecp5-85f-4x4"])
+    assert "--seeds 4" in _command(*plan["ecp5-85f-8x8"])
+
+    device = DEVICES["ecp5-25f"]
+    config = AcceleratorConfig(rows=1, cols=1, device="ecp5-25f", act_depth=16, wgt_depth=16,
+                               out_depth=16, par_depth=2)
+    text = LINT_PREAMBLE + convert(Accelerator(config))
+    report = {"config": config.to_dict(), "target_mhz": 100, "verilog": "q.v",
+              "verilog_sha256": hashlib.sha256(text.encode()).hexdigest(),
+              "commands": {"yosys": ["-p", yosys_script(device, config, "q.v")],
+                           "nextpnr": ["--seed", "1", "--router", "router2"]}}
+
+    def current(tmp, **kw):
+        tmp.mkdir()
+        (tmp / "report.json").write_text(json.dumps(report))
+        return _current_report(tmp, device, config, 100, **kw)
+
+    assert current(tmp_path / "a") == report
+    assert current(tmp_path / "b", router="router2") == report
+    assert current(tmp_path / "c", router="router1") is None

@@ -12,10 +12,10 @@ from amaranth.lib.wiring import In, Out
 from .array import SystolicArray, fifo_depth, tile_rules
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
-from .requant import CHANNEL_PARAMS, LAYER_PARAMS
+from .requant import CHANNEL_PARAMS, LAYER_PARAMS, PRODUCTS_PER_LANE
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
-           "buffer", "systolic_array", "check_config", "ComputeEngine"]
+           "buffer", "systolic_array", "join_pace", "check_config", "ComputeEngine"]
 
 
 def feed_layout(rows, cols):
@@ -114,6 +114,23 @@ def systolic_array(config):
     return SystolicArray(config.rows, config.cols, config.acc_width,
                          multipliers=plan.pe_multipliers, fifo_ram=plan.fifo_ram,
                          replica=plan.flag_replica, **_array_options(config))
+
+
+def join_pace(config):
+    """Cycles between the rows the parameter join hands the requantizer of ``config``, when
+    it paces them itself; None when it waits for the requantizer's ``i.ready``.
+
+    The ``"deep"`` requantizer (:class:`~hw.requant.Requantizer`) registers its input and,
+    with its output always ready (the output writer is), takes a beat every
+    :attr:`~hw.requant.Requantizer.passes` cycles: a join that offers rows no closer than
+    that never sees ``i.ready`` low. The ``"compact"`` one takes a beat at its last pass
+    and needs it held until then, so its join waits for ``i.ready``.
+    """
+    plan = config.resources
+    if plan.requant_pipeline != "deep":
+        return None
+    units = len(plan.requant_multipliers) // PRODUCTS_PER_LANE
+    return -(-config.cols // units)
 
 
 def check_config(config):
@@ -359,9 +376,24 @@ class ComputeEngine(wiring.Component):
         last_pu, restart_pu, step_pu = command_loop("p_u", "n_tiles")
         par_ptr = Signal(range(c.par_depth + 1))
         move = Signal()
+        pace = join_pace(c)
+        if pace is None:
+            m.d.comb += [move.eq(~p_valid[-1] | self.rq.ready), self.acc.ready.eq(move)]
+        else:
+            # Paced: a row is taken at most every ``pace`` cycles, so the requantizer takes
+            # every row the join offers, and the stages and the read move every cycle.
+            # ``acc.ready`` is a register and nothing here waits for ``rq.ready``: no
+            # enable reaches from the requantizer across the die to the join's stages and
+            # the array FIFO's output register.
+            may_take = Signal(init=1, name="join_open")
+            if pace > 1:
+                gap = Signal(range(pace), name="join_gap")
+                with m.If(take):
+                    m.d.sync += [gap.eq(pace - 1), may_take.eq(0)]
+                with m.Else():
+                    m.d.sync += [gap.eq(Mux(gap == 0, 0, gap - 1)), may_take.eq(gap <= 1)]
+            m.d.comb += [move.eq(1), self.acc.ready.eq(may_take)]
         m.d.comb += [
-            move.eq(~p_valid[-1] | self.rq.ready),
-            self.acc.ready.eq(move),
             self.par.en.eq(move),
             self.par.addr.eq(par_ptr),
             self.rq.valid.eq(p_valid[-1]),

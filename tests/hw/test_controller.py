@@ -175,6 +175,15 @@ def test_status_after_reset_and_nops():
                       buffer_output_register=True),
     AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=2, out_depth=12,
                       buffer_latency=2, buffer_output_register=True),
+    # Fewer requantizer units than columns (a DSP budget): a beat takes 2 passes, and the
+    # parameter join paces its rows ("deep" requantizer, hw.compute.join_pace) ...
+    AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=3, out_depth=16,
+                      dsp_budget=8),
+    AcceleratorConfig(rows=3, cols=5, act_depth=12, wgt_depth=10, par_depth=3, out_depth=24,
+                      dsp_budget=12, buffer_latency=2, buffer_output_register=True),
+    # ... or waits for its i.ready ("compact", iCE40).
+    AcceleratorConfig(rows=2, cols=3, act_depth=8, wgt_depth=8, par_depth=3, out_depth=16,
+                      device="ice40-up5k"),
 ])
 def test_compute_matches_golden(config):
     rng = np.random.default_rng(1)
@@ -305,10 +314,12 @@ def test_reset_mid_compute_returns_to_idle():
     np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
 
 
-def test_utilization_back_to_back_tiles():
-    """K >= max(R, C): the feeder leaves no bubble, so COMPUTE cycles ~ m * n * K."""
+@pytest.mark.parametrize("dsp_budget", [None, 8])
+def test_utilization_back_to_back_tiles(dsp_budget):
+    """K >= max(R, C): the feeder leaves no bubble, so COMPUTE cycles ~ m * n * K; with a
+    requantizer of two passes (a DSP budget of 8) too, for K >= 2R."""
     c = AcceleratorConfig(rows=4, cols=4, act_depth=128, wgt_depth=128, par_depth=2,
-                          out_depth=16)
+                          out_depth=16, dsp_budget=dsp_budget)
     rng = np.random.default_rng(7)
     k = 32
     x, w, bias, m0, shift = gemm_case(c, rng, 2, 2, k)
@@ -323,8 +334,11 @@ def test_utilization_back_to_back_tiles():
     # latencies come from the components.
     engine = ComputeEngine(c).latency
     array = array_latency(c.rows, c.cols, c.resources.product_register, c.resources.drain)
-    requant = Requantizer(c.cols, rounding=c.rounding).latency
-    assert 0 < overhead <= engine + array + 1 + requant + c.rows, cycles
+    requant = Requantizer(c.cols, rounding=c.rounding,
+                          multipliers=c.resources.requant_multipliers).latency
+    passes = Requantizer(c.cols, multipliers=c.resources.requant_multipliers).passes
+    assert passes == (1 if dsp_budget is None else 2)
+    assert 0 < overhead <= engine + array + 1 + requant + passes * c.rows, cycles
 
 
 @pytest.mark.parametrize("host_width", [8, 64, 128])

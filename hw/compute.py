@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from .array import SystolicArray, fifo_depth, tile_rules
 from .buffers import BankedBuffer, bank_addr_width
 from .config import AcceleratorConfig
-from .requant import CHANNEL_PARAMS, LAYER_PARAMS, PRODUCTS_PER_LANE
+from .requant import CHANNEL_PARAMS, LAYER_PARAMS, input_pace
 
 __all__ = ["feed_layout", "requant_layout", "array_ports", "compute_layout", "buffer_shapes",
            "buffer", "systolic_array", "join_pace", "check_config", "ComputeEngine"]
@@ -120,17 +120,15 @@ def join_pace(config):
     """Cycles between the rows the parameter join hands the requantizer of ``config``, when
     it paces them itself; None when it waits for the requantizer's ``i.ready``.
 
-    The ``"deep"`` requantizer (:class:`~hw.requant.Requantizer`) registers its input and,
-    with its output always ready (the output writer is), takes a beat every
-    :attr:`~hw.requant.Requantizer.passes` cycles: a join that offers rows no closer than
-    that never sees ``i.ready`` low. The ``"compact"`` one takes a beat at its last pass
-    and needs it held until then, so its join waits for ``i.ready``.
+    The requantizer's output is always ready (the output writer is), so it takes a beat
+    every :func:`~hw.requant.input_pace` cycles where its input register holds the beat
+    (``"deep"``): a join that offers rows no closer than that never sees ``i.ready`` low.
+    The ``"compact"`` one needs a beat held until its last pass, so its join waits for
+    ``i.ready``.
     """
     plan = config.resources
-    if plan.requant_pipeline != "deep":
-        return None
-    units = len(plan.requant_multipliers) // PRODUCTS_PER_LANE
-    return -(-config.cols // units)
+    return input_pace(config.cols, plan.requant_multipliers, plan.requant_pipeline,
+                      config.rounding)
 
 
 def check_config(config):

@@ -51,6 +51,20 @@ _REGISTERED = {
 PIPELINES = tuple(_REGISTERED)
 
 
+def _passes(lanes, units):
+    return -(-lanes // units)
+
+
+def input_pace(lanes, multipliers, pipeline, rounding):
+    """Cycles between the beats a :class:`Requantizer` of these parameters takes when its
+    ``o`` is always ready and each beat is offered on ``i`` for one cycle only: its
+    :attr:`~Requantizer.passes` if its input register holds a beat for them (``"deep"``),
+    None if it takes a beat at its last pass and needs it held on ``i`` until then."""
+    if _REGISTERED[pipeline][rounding][0] != 0:
+        return None
+    return _passes(lanes, len(multipliers) // PRODUCTS_PER_LANE)
+
+
 class Requantizer(wiring.Component):
     """Requantize ``lanes`` accumulators per beat to int8, exactly as the golden model.
 
@@ -161,7 +175,7 @@ class Requantizer(wiring.Component):
     @property
     def passes(self):
         """Cycles a beat spends going through the units: ``ceil(lanes / units)``."""
-        return -(-self._lanes // self._units)
+        return _passes(self._lanes, self._units)
 
     @property
     def latency(self):

@@ -353,7 +353,11 @@ def yosys_script(device, config, verilog):
             f"write_json top.json")
 
 
-def synthesize(config, device, out_dir, *, freq=None, router="router2", seed=1, seeds=1):
+#: nextpnr-ecp5's router unless one is named.
+DEFAULT_ROUTER = "router2"
+
+
+def synthesize(config, device, out_dir, *, freq=None, router=DEFAULT_ROUTER, seed=1, seeds=1):
     """Generate ``config``, synthesize and place it on ``device``; write ``report.json``.
 
     Parameters
@@ -543,7 +547,7 @@ def _current_report(out_dir, device, config, freq, router=None):
     nextpnr = report.get("commands", {}).get("nextpnr", [])
     if device.family == "ecp5" and (
             "--router" not in nextpnr
-            or nextpnr[nextpnr.index("--router") + 1] != (router or "router2")):
+            or nextpnr[nextpnr.index("--router") + 1] != (router or DEFAULT_ROUTER)):
         return None
     return report
 
@@ -766,7 +770,7 @@ def _parser():
     p.add_argument("--device", choices=sorted(DEVICES), help="target FPGA")
     p.add_argument("--freq", type=float, default=None, metavar="MHZ",
                    help="target clock in MHz (default 100 on ECP5, 30 on iCE40)")
-    p.add_argument("--router", choices=("router1", "router2"), default="router2",
+    p.add_argument("--router", choices=("router1", "router2"), default=DEFAULT_ROUTER,
                    help="nextpnr-ecp5 router (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     p.add_argument("--seeds", type=int, default=1, metavar="N",

@@ -335,10 +335,9 @@ def test_utilization_back_to_back_tiles(dsp_budget):
     engine = ComputeEngine(c).latency
     array = array_latency(c.rows, c.cols, c.resources.product_register, c.resources.drain)
     requant = Requantizer(c.cols, rounding=c.rounding,
-                          multipliers=c.resources.requant_multipliers).latency
-    passes = Requantizer(c.cols, multipliers=c.resources.requant_multipliers).passes
-    assert passes == (1 if dsp_budget is None else 2)
-    assert 0 < overhead <= engine + array + 1 + requant + passes * c.rows, cycles
+                          multipliers=c.resources.requant_multipliers)
+    assert requant.passes == (1 if dsp_budget is None else 2)
+    assert 0 < overhead <= engine + array + 1 + requant.latency + requant.passes * c.rows, cycles
 
 
 @pytest.mark.parametrize("host_width", [8, 64, 128])

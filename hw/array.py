@@ -133,6 +133,10 @@ class SystolicArray(wiring.Component):
     drain : {"select", "chain"}
         How rows leave the grid (see the module): the results do not depend on it, the
         latency does.
+    fifo_columns : bool
+        Build the output FIFO as one memory per column, each with its own copies of the
+        pointers (kept registers with ``replica``), instead of one memory of whole rows.
+        The results do not depend on it, nor does the latency.
     lead : int or None
         None: the array keeps the two rules of this module itself, holding a ``last`` beat
         back in its input stage. An integer: the producer keeps them. It sends a ``last``
@@ -158,7 +162,8 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, rows, cols, acc_width=32, *, multipliers=None, fifo_ram=None,
-                 product_register=False, lead=None, replica=None, drain="select"):
+                 product_register=False, lead=None, replica=None, drain="select",
+                 fifo_columns=False):
         for name, value in (("rows", rows), ("cols", cols)):
             if not isinstance(value, int) or not 1 <= value <= MAX_DIM:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DIM}, not {value!r}")
@@ -185,6 +190,7 @@ class SystolicArray(wiring.Component):
         if drain not in DRAINS:
             raise ValueError(f"drain must be 'select' or 'chain', not {drain!r}")
         self._drain = drain
+        self._fifo_columns = bool(fifo_columns)
         self._rows = rows
         self._cols = cols
         self._acc_width = acc_width
@@ -325,14 +331,6 @@ class SystolicArray(wiring.Component):
         # Output FIFO: ``fifo_depth - 1`` rows in RAM (on ECP5 distributed: block RAM would
         # take C * acc_width / 36 blocks for a few dozen rows) and an output register.
         # Credits keep it from overflowing.
-        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
-        storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
-                         attrs=attrs)
-        m.submodules.fifo = storage
-        w_port = storage.write_port()
-        r_port = storage.read_port(domain="comb")
-        produce = Signal.like(w_port.addr)
-        consume = Signal.like(r_port.addr)
         payload = Signal.like(self.o.payload, name="o_data", reset_less=True)
         level = Signal(range(self.fifo_depth))
         fetch = (level != 0) & (~self.o.valid | self.o.ready)
@@ -340,23 +338,64 @@ class SystolicArray(wiring.Component):
         def incr(ptr):
             return Mux(ptr == self.fifo_depth - 2, 0, ptr + 1)
 
-        m.d.comb += [
-            w_port.addr.eq(produce),
-            w_port.data.eq(row),
-            w_port.en.eq(row_valid),
-            r_port.addr.eq(consume),
-        ]
-        with m.If(row_valid):
-            m.d.sync += produce.eq(incr(produce))
+        if self._fifo_columns:
+            read = [payload.eq(self._column_fifo(m, row, row_valid, fetch, incr))]
+        else:
+            attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
+            storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
+                             attrs=attrs)
+            m.submodules.fifo = storage
+            w_port = storage.write_port()
+            r_port = storage.read_port(domain="comb")
+            produce = Signal.like(w_port.addr)
+            consume = Signal.like(r_port.addr)
+            m.d.comb += [
+                w_port.addr.eq(produce),
+                w_port.data.eq(row),
+                w_port.en.eq(row_valid),
+                r_port.addr.eq(consume),
+            ]
+            with m.If(row_valid):
+                m.d.sync += produce.eq(incr(produce))
+            read = [consume.eq(incr(consume)), payload.eq(r_port.data)]
         with m.If(fetch):
-            m.d.sync += [consume.eq(incr(consume)), payload.eq(r_port.data),
-                         self.o.valid.eq(1)]
+            m.d.sync += [*read, self.o.valid.eq(1)]
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         m.d.sync += level.eq(level + row_valid - fetch)
         m.d.comb += self.o.payload.eq(payload)
 
         return m
+
+    def _column_fifo(self, m, row, row_valid, fetch, incr):
+        """The output FIFO's rows as one memory per column, each addressed by its own
+        copies of the write and read pointers (:func:`hw.vendor.kept_register`); returns
+        the row at the read pointers. No pointer
+        register drives the RAM of every column across the die (on the ECP5-85F 16x16 the
+        one read pointer's route to 528 RAM cells was the worst path)."""
+        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
+        reads = []
+        for c in range(self._cols):
+            storage = Memory(shape=signed(self._acc_width), depth=self.fifo_depth - 1,
+                             init=[], attrs=attrs)
+            m.submodules[f"fifo_{c}"] = storage
+            w_port = storage.write_port()
+            r_port = storage.read_port(domain="comb")
+            pointers = []
+            for name, en in (("produce", row_valid), ("consume", fetch)):
+                step = Signal.like(w_port.addr, name=f"{name}_{c}_next")
+                pointer = kept_register(m, step, f"{name}_{c}", en=en, family=self._replica,
+                                        reset=True)
+                m.d.comb += step.eq(incr(pointer))
+                pointers.append(pointer)
+            m.d.comb += [
+                w_port.addr.eq(pointers[0]),
+                w_port.data.eq(row[c]),
+                w_port.en.eq(row_valid),
+                r_port.addr.eq(pointers[1]),
+            ]
+            reads.append(r_port.data)
+        return Cat(reads)
 
     def _select(self, m, pes):
         """The select drain; returns the row register and its valid flag."""

@@ -113,7 +113,8 @@ def systolic_array(config):
     plan = config.resources
     return SystolicArray(config.rows, config.cols, config.acc_width,
                          multipliers=plan.pe_multipliers, fifo_ram=plan.fifo_ram,
-                         replica=plan.flag_replica, **_array_options(config))
+                         replica=plan.flag_replica, fifo_columns=plan.fifo_columns,
+                         **_array_options(config))
 
 
 def join_pace(config):

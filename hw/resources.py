@@ -187,6 +187,11 @@ class Plan:
         ``pipeline`` of :class:`hw.requant.Requantizer`: ``"compact"`` on iCE40, whose
         logic cells hold one flip-flop each and whose clock is slow enough for merged
         steps; ``"deep"`` elsewhere.
+    fifo_columns : bool
+        Whether the array's output FIFO is one memory per column, each with its own
+        pointer registers (``SystolicArray(fifo_columns=...)``): on ECP5 for the chain
+        drain (arrays of more than 64 PEs), where one read pointer addressing the
+        distributed RAM of all columns was the ECP5-85F 16x16's worst path.
     drain : {"select", "chain"}
         ``drain`` of :class:`hw.array.SystolicArray`: ``"chain"`` for arrays of more than 64
         PEs, ``"select"`` for the others. Measured on the ECP5-85F (``docs/fpga.md``): the
@@ -207,6 +212,7 @@ class Plan:
     requant_pipeline: str = "deep"
     response_slices: int = 2
     host_relay: int = 0
+    fifo_columns: bool = False
     product_register: bool = True
     buffer_latency: int = 1
     output_register: bool = False
@@ -267,6 +273,7 @@ class Plan:
             "buffer_output_register": self.output_register,
             "requant_units": len(self.requant_multipliers) // PRODUCTS_PER_LANE,
             "array_drain": self.drain,
+            "array_fifo_columns": self.fifo_columns,
         }
 
 
@@ -352,6 +359,7 @@ def plan(config):
         response_slices=1 if family == "ice40" else 2,
         host_relay=getattr(c, "host_relay", None) or 0,
         product_register=product_register, drain=drain,
+        fifo_columns=family == "ecp5" and drain == "chain",
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         flag_replica="ecp5" if family == "ecp5" else None,

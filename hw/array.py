@@ -370,9 +370,9 @@ class SystolicArray(wiring.Component):
     def _column_fifo(self, m, row, row_valid, fetch, incr):
         """The output FIFO's rows as one memory per column, each addressed by its own
         copies of the write and read pointers (:func:`hw.vendor.kept_register`); returns
-        the row at the read pointers. No pointer
-        register drives the RAM of every column across the die (on the ECP5-85F 16x16 the
-        one read pointer's route to 528 RAM cells was the worst path)."""
+        the row at the read pointers. No pointer register addresses the RAM of every
+        column across the die (on the ECP5-85F 16x16 the one read pointer's route to the
+        512 distributed-RAM cells of the FIFO was the worst path)."""
         attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
         reads = []
         for c in range(self._cols):

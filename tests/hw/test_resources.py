@@ -208,3 +208,16 @@ def test_host_relay_only_on_request(device, size):
 def test_host_relay_refuses_bad_values(bad):
     with pytest.raises(ValueError, match="host_relay must be an integer in 0..16"):
         AcceleratorConfig(rows=2, cols=2, host_relay=bad)
+
+
+@pytest.mark.parametrize("device, rows, cols, columns", [
+    ("ecp5-85f", 16, 16, True), ("ecp5-85f", 9, 8, True), ("ecp5-85f", 8, 8, False),
+    ("ecp5-25f", 8, 8, False), ("ice40-up5k", 9, 8, False), (None, 16, 16, False)])
+def test_fifo_columns_on_ecp5_with_the_chain_drain(device, rows, cols, columns):
+    # plan() of the fields, as fitting_depths does: a 9x8 does not fit the UP5K's block RAM.
+    fields = vars(AcceleratorConfig(rows=2, cols=2, device=device, act_depth=64,
+                                    wgt_depth=64, out_depth=64))
+    p = plan(types.SimpleNamespace(**{**fields, "rows": rows, "cols": cols}))
+    assert p.fifo_columns == columns == (p.drain == "chain" and device is not None
+                                         and device.startswith("ecp5"))
+    assert p.to_dict()["array_fifo_columns"] == columns

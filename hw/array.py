@@ -341,23 +341,13 @@ class SystolicArray(wiring.Component):
         if self._fifo_columns:
             read = [payload.eq(self._column_fifo(m, row, row_valid, fetch, incr))]
         else:
-            attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
-            storage = Memory(shape=len(row.as_value()), depth=self.fifo_depth - 1, init=[],
-                             attrs=attrs)
-            m.submodules.fifo = storage
-            w_port = storage.write_port()
-            r_port = storage.read_port(domain="comb")
-            produce = Signal.like(w_port.addr)
-            consume = Signal.like(r_port.addr)
-            m.d.comb += [
-                w_port.addr.eq(produce),
-                w_port.data.eq(row),
-                w_port.en.eq(row_valid),
-                r_port.addr.eq(consume),
-            ]
+            produce = Signal(range(self.fifo_depth - 1))
+            consume = Signal(range(self.fifo_depth - 1))
+            data = self._fifo_memory(m, "fifo", len(row.as_value()), row, row_valid, produce,
+                                     consume)
             with m.If(row_valid):
                 m.d.sync += produce.eq(incr(produce))
-            read = [consume.eq(incr(consume)), payload.eq(r_port.data)]
+            read = [consume.eq(incr(consume)), payload.eq(data)]
         with m.If(fetch):
             m.d.sync += [*read, self.o.valid.eq(1)]
         with m.Elif(self.o.ready):
@@ -367,34 +357,39 @@ class SystolicArray(wiring.Component):
 
         return m
 
+    def _fifo_memory(self, m, name, shape, data, en, w_addr, r_addr):
+        """A memory of the output FIFO's ``fifo_depth - 1`` rows of ``shape``, written with
+        ``data`` at ``w_addr`` when ``en``; returns its data at ``r_addr`` (no read latency)."""
+        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
+        storage = Memory(shape=shape, depth=self.fifo_depth - 1, init=[], attrs=attrs)
+        m.submodules[name] = storage
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="comb")
+        m.d.comb += [
+            w_port.addr.eq(w_addr),
+            w_port.data.eq(data),
+            w_port.en.eq(en),
+            r_port.addr.eq(r_addr),
+        ]
+        return r_port.data
+
     def _column_fifo(self, m, row, row_valid, fetch, incr):
         """The output FIFO's rows as one memory per column, each addressed by its own
         copies of the write and read pointers (:func:`hw.vendor.kept_register`); returns
         the row at the read pointers. No pointer register addresses the RAM of every
         column across the die (on the ECP5-85F 16x16 the one read pointer's route to the
         512 distributed-RAM cells of the FIFO was the worst path)."""
-        attrs = {} if self._fifo_ram is None else {"ram_style": self._fifo_ram}
         reads = []
         for c in range(self._cols):
-            storage = Memory(shape=signed(self._acc_width), depth=self.fifo_depth - 1,
-                             init=[], attrs=attrs)
-            m.submodules[f"fifo_{c}"] = storage
-            w_port = storage.write_port()
-            r_port = storage.read_port(domain="comb")
             pointers = []
             for name, en in (("produce", row_valid), ("consume", fetch)):
-                step = Signal.like(w_port.addr, name=f"{name}_{c}_next")
+                step = Signal(range(self.fifo_depth - 1), name=f"{name}_{c}_next")
                 pointer = kept_register(m, step, f"{name}_{c}", en=en, family=self._replica,
                                         reset=True)
                 m.d.comb += step.eq(incr(pointer))
                 pointers.append(pointer)
-            m.d.comb += [
-                w_port.addr.eq(pointers[0]),
-                w_port.data.eq(row[c]),
-                w_port.en.eq(row_valid),
-                r_port.addr.eq(pointers[1]),
-            ]
-            reads.append(r_port.data)
+            reads.append(self._fifo_memory(m, f"fifo_{c}", signed(self._acc_width), row[c],
+                                           row_valid, *pointers))
         return Cat(reads)
 
     def _select(self, m, pes):

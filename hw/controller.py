@@ -297,9 +297,16 @@ class Controller(wiring.Component):
         # Registered output port: the FSM offers response words on ``resp``, a skid buffer
         # keeps the output buffer's read data and the response muxes off ``o.payload`` and
         # makes ``resp.ready`` a register, so no response logic depends on ``o.ready``.
+        # With three response slices (``Plan.response_slices``) a first slice takes the
+        # multiplexers' result beside them, so a long route to the second one starts from
+        # a register and meets at most its skid multiplexer.
         m.submodules.out_slice = out_slice = SkidBuffer(WORD)
         resp = out_slice.i
         wiring.connect(m, out_slice.o, wiring.flipped(self.o))
+        if c.resources.response_slices == 3:
+            m.submodules.resp_slice = resp_slice = SkidBuffer(WORD)
+            wiring.connect(m, resp_slice.o, out_slice.i)
+            resp = resp_slice.i
 
         # The decoder's state machine is one-hot, a register per state: a state's logic
         # starts from its own flag, never from a decoded state number, and a transition

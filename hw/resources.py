@@ -166,11 +166,15 @@ class Plan:
         on ECP5, so each PE keeps its own.
     groups : dict
         Lanes per memory of each latency-2 buffer (:func:`lane_groups`).
-    response_slices : {1, 2}
+    response_slices : {1, 2, 3}
         Register slices on the response stream between the controller and the host side
         (:class:`hw.top.Accelerator`): 2 (the second one can sit by the pins, so the
         controller's response logic stays by the decoder), 1 on iCE40, whose UP5K has no
-        logic cells to spare.
+        logic cells to spare, 3 on ECP5 for the chain drain (arrays of more than 64 PEs):
+        on the ECP5-85F's 16x16 nextpnr placed the controller's own slice by the pins too,
+        and the route from the response multiplexers to it, with three LUTs after it, was
+        the worst path (docs/fpga.md), so the controller takes the multiplexers' result
+        into a slice of its own first (``hw.controller.Controller``).
     host_relay : int
         Register stages each way of the :class:`hw.skid.Relay` between each host port and
         the adapters (:class:`hw.top.Accelerator`), 0 for none (the response stream's
@@ -356,7 +360,8 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
-        response_slices=1 if family == "ice40" else 2,
+        response_slices=(1 if family == "ice40"
+                         else 3 if family == "ecp5" and drain == "chain" else 2),
         host_relay=getattr(c, "host_relay", None) or 0,
         product_register=product_register, drain=drain,
         fifo_columns=family == "ecp5" and drain == "chain",

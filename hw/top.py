@@ -89,9 +89,10 @@ class Accelerator(wiring.Component):
         # The controller's responses leave its own register slice, whose response
         # multiplexers sit next to the decoder; a second slice can sit next to the host side
         # (pins, a UART bridge), so the route between them carries no logic (not on iCE40:
-        # ``Plan.response_slices``), unless a relay goes there.
+        # ``Plan.response_slices``; with 3 the controller has two of its own), unless a
+        # relay goes there.
         response = controller.o
-        if not relay and c.resources.response_slices == 2:
+        if not relay and c.resources.response_slices >= 2:
             m.submodules.out_slice = out_slice = SkidBuffer(WORD)
             wiring.connect(m, controller.o, out_slice.i)
             response = out_slice.o

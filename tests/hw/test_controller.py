@@ -394,3 +394,52 @@ def test_partial_computes_continue_one_tile():
     assert (status, error, computes) == (0, 0, 3)
     assert k <= total and last < total
     assert out[n_out + 6:] == [0, 0, last, 0, 0, 0]
+
+
+def first_response_cycle(config, words):
+    """Cycle in which the accelerator offers its first response word to a ready host."""
+    dut = Accelerator(config)
+    seen = []
+
+    async def producer(ctx):
+        await send(ctx, dut.i, words)
+
+    async def consumer(ctx):
+        await recv(ctx, dut.o, 1, log=seen)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.add_testbench(watchdog(200), background=True)
+    sim.run()
+    return seen[0]
+
+
+def test_three_response_slices(monkeypatch):
+    """The controller's extra response slice (``Plan.response_slices == 3``, ECP5's large
+    arrays, whose kept flip-flops this simulator cannot run): outputs, ID and STATUS come
+    back exact and in order under bubbles and backpressure, one cycle later than with two
+    slices."""
+    import dataclasses
+
+    import hw.config
+
+    c = AcceleratorConfig(rows=3, cols=5, act_depth=12, wgt_depth=10, par_depth=3,
+                          out_depth=24, buffer_latency=2, buffer_output_register=True)
+    two = first_response_cycle(c, ID)
+    real_plan = hw.config.plan
+    monkeypatch.setattr(hw.config, "plan",
+                        lambda config: dataclasses.replace(real_plan(config), response_slices=3))
+    assert c.resources.response_slices == 3
+    assert first_response_cycle(c, ID) == two + 1
+    rng = np.random.default_rng(10)
+    x, w, bias, m0, shift = gemm_case(c, rng, m_tiles=2, n_tiles=2, k=4)
+    words, n_out = gemm_program(c, x, w, bias, m0, shift, banks=(1, 0, 1, 1))
+    out = run(c, ID + words + STATUS + ID, 10 + n_out + 6 + 10, seed=5, p_idle=0.3,
+              p_stall=0.4)
+    assert out[:10] == out[-10:] == Controller(c).id_words()
+    y = decode_output(c, out[10:10 + n_out], x.shape[0], w.shape[1])
+    np.testing.assert_array_equal(y, golden(c, x, w, bias, m0, shift))
+    status, error, _, count, _, computes = out[10 + n_out:10 + n_out + 6]
+    assert (status, error, count, computes) == (0, 0, 0, 1)

@@ -185,13 +185,17 @@ def test_spram_buffers_compute_the_same(monkeypatch):
     test_controller.test_interlock_and_double_buffering(1, True)
 
 
-def test_response_slices_per_family():
+@pytest.mark.parametrize("device, size, slices", [
     # A second response slice on ECP5 and without a device (simulation), none to spare on
-    # the UP5K.
-    for device, slices in (("ecp5-85f", 2), ("ecp5-25f", 2), (None, 2), ("ice40-up5k", 1)):
-        p = AcceleratorConfig(rows=2, cols=2, device=device, act_depth=64, wgt_depth=64,
-                              out_depth=64).resources
-        assert p.response_slices == slices and p.to_dict()["response_slices"] == slices
+    # the UP5K; a third in the controller on ECP5 with the chain drain (> 64 PEs).
+    ("ecp5-85f", 2, 2), ("ecp5-85f", 8, 2), ("ecp5-85f", 9, 3), ("ecp5-85f", 16, 3),
+    ("ecp5-25f", 2, 2), ("ecp5-25f", 9, 3), (None, 2, 2), (None, 16, 2),
+    ("ice40-up5k", 2, 1)])
+def test_response_slices_per_family(device, size, slices):
+    p = AcceleratorConfig(rows=size, cols=size, device=device, act_depth=64, wgt_depth=64,
+                          out_depth=64).resources
+    assert p.response_slices == slices and p.to_dict()["response_slices"] == slices
+    assert (p.drain == "chain") == (size * size > 64)
 
 
 @pytest.mark.parametrize("device, size", [("ecp5-85f", 16), ("ecp5-85f", 8),

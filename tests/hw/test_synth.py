@@ -273,8 +273,8 @@ def test_abc9_delay_target_only_with_logic_products():
 
 
 def test_results_reuse_only_the_router_they_name(tmp_path):
-    """A build of the results table names its router in its command, and a report routed
-    by another router is not reused for it."""
+    """A build of the results table names its router and seed in its command, and a report
+    routed by another router or placed with another seed is not reused for it."""
     import hashlib
 
     from hw.build import LINT_PREAMBLE, convert
@@ -286,6 +286,7 @@ def test_results_reuse_only_the_router_they_name(tmp_path):
     assert "--router router1" in _command(device, config)
     assert "--router" not in _command(*plan["ecp5-85f-4x4"])
     assert "--seeds 4" in _command(*plan["ecp5-85f-8x8"])
+    assert "--seed 3 --router router1" in _command(*plan["ecp5-85f-16x16"])
 
     device = DEVICES["ecp5-25f"]
     config = AcceleratorConfig(rows=1, cols=1, device="ecp5-25f", act_depth=16, wgt_depth=16,
@@ -304,3 +305,6 @@ def test_results_reuse_only_the_router_they_name(tmp_path):
     assert current(tmp_path / "a") == report
     assert current(tmp_path / "b", router="router2") == report
     assert current(tmp_path / "c", router="router1") is None
+    # ... nor one placed with another seed.
+    assert current(tmp_path / "d", seed=1) == report
+    assert current(tmp_path / "e", seed=3) is None

@@ -75,10 +75,10 @@ CLEAR = [header(Op.CLEAR)]
 
 
 def run(config, words, n_out, *, seed=0, p_idle=0.0, p_stall=0.0, max_cycles=20000,
-        reset_at=None):
+        log=None):
     """Send ``words`` into an Accelerator with ``config``; return ``n_out`` response words.
 
-    ``reset_at``: (cycle, words_after) to pulse reset at that cycle and then send more words.
+    ``log``: receives the cycle in which each response word was taken.
     """
     dut = Accelerator(config)
     rng = np.random.default_rng(seed)
@@ -88,7 +88,7 @@ def run(config, words, n_out, *, seed=0, p_idle=0.0, p_stall=0.0, max_cycles=200
         await send(ctx, dut.i, words, rng=rng, p_idle=p_idle)
 
     async def consumer(ctx):
-        out.extend(await recv(ctx, dut.o, n_out, rng=rng, p_stall=p_stall))
+        out.extend(await recv(ctx, dut.o, n_out, rng=rng, p_stall=p_stall, log=log))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -398,21 +398,8 @@ def test_partial_computes_continue_one_tile():
 
 def first_response_cycle(config, words):
     """Cycle in which the accelerator offers its first response word to a ready host."""
-    dut = Accelerator(config)
     seen = []
-
-    async def producer(ctx):
-        await send(ctx, dut.i, words)
-
-    async def consumer(ctx):
-        await recv(ctx, dut.o, 1, log=seen)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.add_testbench(watchdog(200), background=True)
-    sim.run()
+    run(config, words, 1, max_cycles=200, log=seen)
     return seen[0]
 
 

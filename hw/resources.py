@@ -335,6 +335,8 @@ def plan(config):
     # Not on iCE40, whose DSP blocks lie beside the logic and whose logic cells are few.
     product_register = family != "ice40"
     drain = "chain" if c.rows * c.cols > 64 else "select"
+    # ECP5 arrays of more than 64 PEs: a FIFO memory per column, a third response slice.
+    large_ecp5 = family == "ecp5" and drain == "chain"
     groups = {}
     if latency == 2:
         for name, (words, lanes, bits, granular) in buffer_geometry(c).items():
@@ -360,11 +362,10 @@ def plan(config):
                                   + ["logic"] * (n_requant - requant_dsp)),
         buffers=buffers, fifo_ram=fifo_ram, spram=spram,
         requant_pipeline="compact" if family == "ice40" else "deep",
-        response_slices=(1 if family == "ice40"
-                         else 3 if family == "ecp5" and drain == "chain" else 2),
+        response_slices=1 if family == "ice40" else 3 if large_ecp5 else 2,
         host_relay=getattr(c, "host_relay", None) or 0,
         product_register=product_register, drain=drain,
-        fifo_columns=family == "ecp5" and drain == "chain",
+        fifo_columns=large_ecp5,
         buffer_latency=latency, output_register=output_register,
         replica="ecp5" if family == "ecp5" and latency == 2 else None,
         flag_replica="ecp5" if family == "ecp5" else None,
